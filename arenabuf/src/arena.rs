@@ -1,0 +1,543 @@
+//! An arena: chunk lists, subpage pools and counters behind one lock.
+//!
+//! A request is sorted by its size class:
+//! * *small* (below four pages): an element of a subpage from the class's
+//!   pool, or of a new subpage cut from a run;
+//! * *normal* (up to the chunk size): a run of the class's page count;
+//! * *huge* (above the chunk size): its own exact-size block, outside the
+//!   lists and without the lock.
+//!
+//! A chunk is created only when no listed chunk can serve the request; a
+//! failure to create one (system out of memory, direct-memory limit) is
+//! returned with every list and counter as it was.
+
+use std::ptr::NonNull;
+
+use crate::chunk::{Chunk, Handle};
+use crate::chunk_list::ChunkLists;
+use crate::error::AllocError;
+use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
+use crate::size_class::SizeClasses;
+use crate::subpage::{shape_for, Freed, SubpagePools, SubpageRef, SubpageShape};
+use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
+
+/// A region handed out by an arena: where it is and how to give it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PooledRegion {
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) chunk: u32,
+    pub(crate) handle: Handle,
+    pub(crate) size_idx: u32,
+}
+
+/// Counters kept under the arena lock.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) small_allocations: u64,
+    pub(crate) normal_allocations: u64,
+    pub(crate) small_deallocations: u64,
+    pub(crate) normal_deallocations: u64,
+    /// Bytes of live small and normal regions (class sizes).
+    pub(crate) active_bytes: u64,
+    pub(crate) chunks_created: u64,
+    pub(crate) chunks_destroyed: u64,
+}
+
+/// A consistent snapshot of an arena's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ArenaCounts {
+    pub(crate) pooled: Counters,
+    pub(crate) huge_allocations: u64,
+    pub(crate) huge_deallocations: u64,
+    pub(crate) huge_active_bytes: u64,
+    pub(crate) chunks: u64,
+}
+
+#[derive(Debug)]
+struct ArenaState {
+    lists: ChunkLists,
+    pools: SubpagePools,
+    counters: Counters,
+}
+
+/// One arena of heap or direct memory.
+#[derive(Debug)]
+pub(crate) struct Arena {
+    kind: MemoryKind,
+    classes: Arc<SizeClasses>,
+    limit: Option<Arc<MemoryLimit>>,
+    /// Subpage run shape per small class.
+    shapes: Box<[SubpageShape]>,
+    state: Mutex<ArenaState>,
+    huge_allocations: AtomicU64,
+    huge_deallocations: AtomicU64,
+    huge_active_bytes: AtomicU64,
+}
+
+impl Arena {
+    pub(crate) fn new(
+        kind: MemoryKind,
+        classes: Arc<SizeClasses>,
+        limit: Option<Arc<MemoryLimit>>,
+    ) -> Arena {
+        let shapes = (0..classes.num_small_classes())
+            .map(|idx| {
+                shape_for(
+                    classes.size_of(idx),
+                    classes.page_size(),
+                    classes.chunk_pages(),
+                )
+            })
+            .collect();
+        let state = ArenaState {
+            lists: ChunkLists::new(classes.chunk_size()),
+            pools: SubpagePools::new(classes.num_small_classes()),
+            counters: Counters::default(),
+        };
+        Arena {
+            kind,
+            classes,
+            limit,
+            shapes,
+            state: Mutex::new(state),
+            huge_allocations: AtomicU64::new(0),
+            huge_deallocations: AtomicU64::new(0),
+            huge_active_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> MemoryKind {
+        self.kind
+    }
+
+    pub(crate) fn size_classes(&self) -> &SizeClasses {
+        &self.classes
+    }
+
+    /// Allocates a region of size class `size_idx` (small or normal).
+    pub(crate) fn allocate(&self, size_idx: usize) -> Result<PooledRegion, AllocError> {
+        let classes = &*self.classes;
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let (chunk, handle) = if classes.is_small(size_idx) {
+            self.allocate_small(state, size_idx)?
+        } else {
+            let pages = (classes.size_of(size_idx) >> classes.page_shift()) as u32;
+            let request = classes.size_of(size_idx);
+            self.allocate_in_lists(state, request, |c| c.allocate_run(classes, pages))?
+        };
+        let elem_size = classes.size_of(size_idx);
+        let ptr = state.lists.get(chunk).region_ptr(handle, elem_size);
+        let counters = &mut state.counters;
+        if classes.is_small(size_idx) {
+            counters.small_allocations += 1;
+        } else {
+            counters.normal_allocations += 1;
+        }
+        counters.active_bytes += elem_size as u64;
+        Ok(PooledRegion {
+            ptr,
+            chunk,
+            handle,
+            size_idx: size_idx as u32,
+        })
+    }
+
+    fn allocate_small(
+        &self,
+        state: &mut ArenaState,
+        size_idx: usize,
+    ) -> Result<(u32, Handle), AllocError> {
+        if let Some(at) = state.pools.first(size_idx) {
+            let chunk = state.lists.get_mut(at.chunk);
+            let handle = chunk
+                .allocate_element(at.page)
+                .expect("a pooled subpage has a free element");
+            if chunk.subpages().get(at.page).num_avail() == 0 {
+                state.pools.remove(&mut state.lists, at);
+            }
+            return Ok((at.chunk, handle));
+        }
+        let classes = &*self.classes;
+        let shape = self.shapes[size_idx];
+        let request = (shape.run_pages as usize) << classes.page_shift();
+        let (chunk, page) = self.allocate_in_lists(state, request, |c| {
+            c.allocate_subpage(classes, size_idx, shape)
+        })?;
+        let at = SubpageRef { chunk, page };
+        let handle = state
+            .lists
+            .get_mut(chunk)
+            .allocate_element(page)
+            .expect("a new subpage has room");
+        if shape.max_elems > 1 {
+            state.pools.push_front(&mut state.lists, at);
+        }
+        Ok((chunk, handle))
+    }
+
+    /// Runs `take` on the listed chunks in allocation order, or on a new
+    /// chunk when none can serve `request` bytes.
+    fn allocate_in_lists<T>(
+        &self,
+        state: &mut ArenaState,
+        request: usize,
+        mut take: impl FnMut(&mut Chunk) -> Option<T>,
+    ) -> Result<(u32, T), AllocError> {
+        if let Some(got) = state.lists.allocate(request, &mut take) {
+            return Ok(got);
+        }
+        let mut chunk = Chunk::new(&self.classes, self.kind, self.limit.as_ref())?;
+        let got = take(&mut chunk).expect("a new chunk serves any request up to the chunk size");
+        state.counters.chunks_created += 1;
+        Ok((state.lists.add(chunk), got))
+    }
+
+    /// Gives back a region that [`Arena::allocate`] handed out.
+    ///
+    /// # Panics
+    ///
+    /// When the region was already given back: the pool is left unchanged.
+    pub(crate) fn free(&self, chunk: u32, handle: Handle, size_idx: usize) {
+        let classes = &*self.classes;
+        let destroyed = {
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
+            if handle.is_subpage() {
+                let page = handle.run_offset();
+                let freed = state.lists.get_mut(chunk).free_element(handle);
+                let at = SubpageRef { chunk, page };
+                let single = state.lists.get(chunk).subpages().get(page).max_elems() == 1;
+                let retire = match freed {
+                    // A one-element subpage was never in its pool: always retire it.
+                    Freed::NowEmpty if single => true,
+                    Freed::NowEmpty => {
+                        let keep = state.pools.is_only(&mut state.lists, at);
+                        if !keep {
+                            state.pools.remove(&mut state.lists, at);
+                        }
+                        !keep
+                    }
+                    Freed::WasFull => {
+                        state.pools.push_front(&mut state.lists, at);
+                        false
+                    }
+                    Freed::Partial => false,
+                };
+                if retire {
+                    state.lists.get_mut(chunk).retire_subpage(classes, page);
+                }
+                state.counters.small_deallocations += 1;
+            } else {
+                state.lists.get_mut(chunk).free_run(classes, handle);
+                state.counters.normal_deallocations += 1;
+            }
+            state.counters.active_bytes -= classes.size_of(size_idx) as u64;
+            let destroyed = state.lists.after_free(chunk);
+            if destroyed.is_some() {
+                state.counters.chunks_destroyed += 1;
+            }
+            destroyed
+        };
+        // The chunk's memory goes back to the system outside the lock.
+        drop(destroyed);
+    }
+
+    /// Allocates a huge block of exactly `size` bytes, outside the lists.
+    pub(crate) fn allocate_huge(&self, size: usize) -> Result<RawMemory, AllocError> {
+        let memory = RawMemory::allocate(self.kind, size, self.limit.as_ref())?;
+        self.huge_allocations.fetch_add(1, Ordering::Relaxed);
+        self.huge_active_bytes
+            .fetch_add(size as u64, Ordering::Relaxed);
+        Ok(memory)
+    }
+
+    /// Frees a block from [`Arena::allocate_huge`].
+    pub(crate) fn free_huge(&self, memory: RawMemory) {
+        let size = memory.len() as u64;
+        drop(memory);
+        self.huge_deallocations.fetch_add(1, Ordering::Relaxed);
+        self.huge_active_bytes.fetch_sub(size, Ordering::Relaxed);
+    }
+
+    /// The arena's counters.
+    pub(crate) fn counts(&self) -> ArenaCounts {
+        let (pooled, chunks) = {
+            let state = lock(&self.state);
+            (state.counters, state.lists.len() as u64)
+        };
+        ArenaCounts {
+            pooled,
+            huge_allocations: self.huge_allocations.load(Ordering::Relaxed),
+            huge_deallocations: self.huge_deallocations.load(Ordering::Relaxed),
+            huge_active_bytes: self.huge_active_bytes.load(Ordering::Relaxed),
+            chunks,
+        }
+    }
+
+    /// Bytes of chunk memory the arena holds.
+    pub(crate) fn chunk_bytes(&self) -> usize {
+        lock(&self.state).lists.len() * self.classes.chunk_size()
+    }
+
+    /// Fills the `len` first bytes of a region with `byte`, or checks that
+    /// they all hold it. For tests, which hold regions without buffers.
+    #[cfg(test)]
+    fn test_touch(&self, region: &PooledRegion, len: usize, byte: u8, check: bool) -> bool {
+        let mut state = lock(&self.state);
+        let elem = self.classes.size_of(region.size_idx as usize);
+        state
+            .lists
+            .get_mut(region.chunk)
+            .test_region_bytes(region.handle, elem, len, byte, check)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk_list::{LIST_NAMES, QINIT};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn arena(kind: MemoryKind, limit: Option<Arc<MemoryLimit>>) -> Arena {
+        Arena::new(kind, Arc::new(SizeClasses::new(8192, 9).unwrap()), limit)
+    }
+
+    #[test]
+    fn small_normal_and_huge_paths_count_separately() {
+        let a = arena(MemoryKind::Heap, None);
+        let classes = SizeClasses::new(8192, 9).unwrap();
+        let small = a.allocate(classes.index_of(100).unwrap()).unwrap();
+        let normal = a.allocate(classes.index_of(100_000).unwrap()).unwrap();
+        let huge = a.allocate_huge(5 << 20).unwrap();
+        let c = a.counts();
+        assert_eq!(
+            (
+                c.pooled.small_allocations,
+                c.pooled.normal_allocations,
+                c.huge_allocations
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(c.pooled.active_bytes, 112 + 114688);
+        assert_eq!(c.huge_active_bytes, 5 << 20);
+        assert_eq!(c.pooled.chunks_created, 1);
+        a.free(small.chunk, small.handle, small.size_idx as usize);
+        a.free(normal.chunk, normal.handle, normal.size_idx as usize);
+        a.free_huge(huge);
+        let c = a.counts();
+        assert_eq!(
+            (
+                c.pooled.small_deallocations,
+                c.pooled.normal_deallocations,
+                c.huge_deallocations
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!((c.pooled.active_bytes, c.huge_active_bytes), (0, 0));
+        assert_eq!(c.chunks, 1, "the empty chunk stays in qInit");
+    }
+
+    #[test]
+    fn a_subpage_serves_its_elements_before_a_new_one_is_cut() {
+        let a = arena(MemoryKind::Heap, None);
+        let idx = a.size_classes().index_of(512).unwrap();
+        let regions: Vec<PooledRegion> = (0..17).map(|_| a.allocate(idx).unwrap()).collect();
+        let pages: Vec<u32> = regions.iter().map(|r| r.handle.run_offset()).collect();
+        assert!(pages[..16].iter().all(|&p| p == pages[0]));
+        assert_ne!(pages[16], pages[0]);
+        let base = regions[0].ptr.as_ptr() as usize;
+        for (i, r) in regions[..16].iter().enumerate() {
+            assert_eq!(r.ptr.as_ptr() as usize - base, i * 512);
+        }
+        for r in &regions {
+            a.free(r.chunk, r.handle, idx);
+        }
+        // The first subpage emptied while another was pooled: retired. The
+        // second is the only one left in its pool: kept.
+        let state = lock(&a.state);
+        let chunk = state.lists.get(regions[0].chunk);
+        assert!(!chunk.subpages().get(pages[0]).in_use());
+        assert!(chunk.subpages().get(pages[16]).in_use());
+    }
+
+    #[test]
+    fn the_direct_limit_fails_cleanly_and_the_arena_still_works() {
+        let chunk = 4 << 20;
+        let limit = Arc::new(MemoryLimit::new(chunk + chunk / 2));
+        let a = arena(MemoryKind::Direct, Some(limit.clone()));
+        let whole = a.size_classes().index_of(chunk).unwrap();
+        let first = a.allocate(whole).unwrap();
+        let before = a.counts();
+        let err = a.allocate(whole).unwrap_err();
+        assert_eq!(
+            err,
+            AllocError::DirectMemoryExhausted {
+                requested: chunk,
+                used: chunk,
+                max: chunk + chunk / 2
+            }
+        );
+        assert_eq!(a.counts(), before, "a failed request changes no counter");
+        assert_eq!(limit.used(), chunk);
+        assert!(a.allocate_huge(chunk).is_err());
+        a.free(first.chunk, first.handle, whole);
+        // The whole-chunk run was in q100 and falls to q000, empty: destroyed.
+        assert_eq!(a.counts().chunks, 0);
+        assert_eq!(limit.used(), 0);
+        let again = a.allocate(whole).unwrap();
+        a.free(again.chunk, again.handle, whole);
+    }
+
+    #[test]
+    #[should_panic(expected = "freed twice")]
+    fn a_double_free_panics_instead_of_corrupting() {
+        let a = arena(MemoryKind::Heap, None);
+        let idx = a.size_classes().index_of(64 << 10).unwrap();
+        let r = a.allocate(idx).unwrap();
+        a.free(r.chunk, r.handle, idx);
+        a.free(r.chunk, r.handle, idx);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Alloc(usize),
+        Free(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let chunk = 4usize << 20;
+        prop_oneof![
+            // Log-uniform sizes from 16 B to 2 x chunk.
+            3 => (4u32..24, any::<u32>()).prop_map(move |(shift, r)| {
+                let base = 1usize << shift;
+                Op::Alloc((base + r as usize % base).min(2 * chunk))
+            }),
+            2 => any::<usize>().prop_map(Op::Free),
+        ]
+    }
+
+    struct Live {
+        region: Option<PooledRegion>,
+        huge: Option<RawMemory>,
+        addr: usize,
+        len: usize,
+        class_size: usize,
+        pattern: u8,
+    }
+
+    fn free_live(a: &Arena, live: Live) {
+        if let Some(r) = live.region {
+            assert!(
+                a.test_touch(&r, live.len, live.pattern, true),
+                "pattern of a {}-byte region",
+                live.len
+            );
+            a.free(r.chunk, r.handle, r.size_idx as usize);
+        } else if let Some(m) = live.huge {
+            a.free_huge(m);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, ..ProptestConfig::default() })]
+
+        /// Random allocate / free sequences against a model: regions never
+        /// overlap, lie inside their chunk, hold their bytes, and every
+        /// counter and free-byte figure matches.
+        #[test]
+        fn arena_matches_a_model(ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 300 })) {
+            let a = arena(MemoryKind::Direct, None);
+            let classes = SizeClasses::new(8192, 9).unwrap();
+            let mut live: Vec<Live> = Vec::new();
+            let (mut allocs, mut frees) = (0u64, 0u64);
+            let mut pattern = 0u8;
+            for op in ops {
+                match op {
+                    Op::Alloc(size) => {
+                        pattern = pattern.wrapping_add(1);
+                        let entry = match classes.index_of(size) {
+                            Some(idx) => {
+                                let r = a.allocate(idx).unwrap();
+                                prop_assert!(a.test_touch(&r, size, pattern, false));
+                                Live { region: Some(r), huge: None, addr: r.ptr.as_ptr() as usize, len: size, class_size: classes.size_of(idx), pattern }
+                            }
+                            None => {
+                                let m = a.allocate_huge(size).unwrap();
+                                prop_assert_eq!(m.len(), size);
+                                Live { region: None, addr: m.ptr().as_ptr() as usize, huge: Some(m), len: size, class_size: size, pattern }
+                            }
+                        };
+                        allocs += entry.region.is_some() as u64;
+                        live.push(entry);
+                    }
+                    Op::Free(i) if !live.is_empty() => {
+                        let entry = live.swap_remove(i % live.len());
+                        frees += entry.region.is_some() as u64;
+                        free_live(&a, entry);
+                    }
+                    Op::Free(_) => {}
+                }
+                // No two live regions overlap (class sizes, not just asked sizes).
+                let mut spans: BTreeMap<usize, usize> = BTreeMap::new();
+                for l in &live {
+                    spans.insert(l.addr, l.addr + l.class_size);
+                }
+                let mut end = 0;
+                for (&start, &stop) in &spans {
+                    prop_assert!(start >= end, "overlap at {:#x}", start);
+                    end = stop;
+                }
+                prop_assert_eq!(spans.len(), live.len());
+                // Each pooled region lies inside its chunk; free bytes add up.
+                let state = lock(&a.state);
+                let mut used_by_chunk: BTreeMap<u32, usize> = BTreeMap::new();
+                for l in live.iter().filter(|l| l.region.is_some()) {
+                    let r = l.region.unwrap();
+                    let chunk = state.lists.get(r.chunk);
+                    prop_assert!(l.addr >= chunk.base_addr() && l.addr + l.class_size <= chunk.base_addr() + chunk.size());
+                    if !r.handle.is_subpage() {
+                        *used_by_chunk.entry(r.chunk).or_default() += l.class_size;
+                    }
+                }
+                for list in 0..LIST_NAMES.len() {
+                    for (id, chunk) in state.lists.iter_list(list) {
+                        let runs: usize = chunk.runs().filter(|r| r.2).map(|r| r.1 as usize * 8192).sum();
+                        prop_assert_eq!(chunk.size() - chunk.free_bytes(), runs);
+                        // Runs in use are the normal regions plus subpage runs.
+                        let subpage_runs: usize = chunk.runs().filter(|r| r.2 && chunk.subpages().get(r.0).in_use()).map(|r| r.1 as usize * 8192).sum();
+                        prop_assert_eq!(runs - subpage_runs, used_by_chunk.get(&id).copied().unwrap_or(0));
+                    }
+                }
+                drop(state);
+                let counts = a.counts();
+                prop_assert_eq!(counts.pooled.small_allocations + counts.pooled.normal_allocations, allocs);
+                prop_assert_eq!(counts.pooled.small_deallocations + counts.pooled.normal_deallocations, frees);
+                let active: usize = live.iter().filter(|l| l.region.is_some()).map(|l| l.class_size).sum();
+                prop_assert_eq!(counts.pooled.active_bytes as usize, active);
+                let huge: usize = live.iter().filter(|l| l.huge.is_some()).map(|l| l.len).sum();
+                prop_assert_eq!(counts.huge_active_bytes as usize, huge);
+            }
+            for entry in live.drain(..) {
+                free_live(&a, entry);
+            }
+            // Everything freed: every chunk left is one free run, except for
+            // the subpages kept as the last of their pool (one run each).
+            let state = lock(&a.state);
+            for list in 0..LIST_NAMES.len() {
+                for (_, chunk) in state.lists.iter_list(list) {
+                    let kept: Vec<_> = chunk.runs().filter(|r| r.2).collect();
+                    prop_assert!(kept.iter().all(|r| chunk.subpages().get(r.0).in_use()));
+                    prop_assert!(kept.iter().all(|r| chunk.subpages().get(r.0).num_avail() == chunk.subpages().get(r.0).max_elems()));
+                    if kept.is_empty() {
+                        prop_assert_eq!(chunk.runs().count(), 1);
+                        prop_assert!(list == QINIT, "an empty chunk outside qInit is destroyed");
+                    }
+                }
+            }
+            drop(state);
+            prop_assert_eq!(a.counts().pooled.active_bytes, 0);
+        }
+    }
+}

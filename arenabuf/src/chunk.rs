@@ -1,0 +1,545 @@
+//! One chunk: a block of `1 << max_order` pages handed out as runs of pages.
+//!
+//! Free runs are indexed by page class (the floor class of their length) in
+//! one bitset per class, keyed by the run's first page. A request for `n`
+//! pages takes, from the first non-empty class at or above the ceiling class
+//! of `n`, the free run with the lowest offset; the head serves the request
+//! and the tail stays free. A freed run merges with the free runs that end
+//! just before it and start just after it, so free space never fragments
+//! into neighbours. Each bitset has a summary level, so finding the lowest
+//! run is a handful of word operations even in a 16384-page chunk, and
+//! nothing here allocates once the chunk exists.
+//!
+//! A run is named by a [`Handle`], a `u64` laid out as in Netty:
+//! run offset in pages (15 bits, top), run length in pages (15 bits), a used
+//! bit, a subpage bit, and the element index within a subpage (32 bits, low).
+
+use std::ptr::NonNull;
+
+use crate::error::AllocError;
+use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
+use crate::size_class::SizeClasses;
+use crate::subpage::{Freed, SubpageShape, SubpageTable};
+use crate::sync::Arc;
+
+const OFFSET_SHIFT: u32 = 49;
+const PAGES_SHIFT: u32 = 34;
+const USED_BIT: u64 = 1 << 33;
+const SUBPAGE_BIT: u64 = 1 << 32;
+const FIELD_MASK: u64 = (1 << 15) - 1;
+
+/// A region of a chunk: a run, or one element of a subpage run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Handle(u64);
+
+impl Handle {
+    #[inline]
+    fn run(offset: u32, pages: u32) -> Handle {
+        Handle((offset as u64) << OFFSET_SHIFT | (pages as u64) << PAGES_SHIFT | USED_BIT)
+    }
+
+    #[inline]
+    fn element(offset: u32, pages: u32, elem: u32) -> Handle {
+        Handle(Handle::run(offset, pages).0 | SUBPAGE_BIT | elem as u64)
+    }
+
+    /// First page of the run.
+    #[inline]
+    pub(crate) fn run_offset(self) -> u32 {
+        (self.0 >> OFFSET_SHIFT & FIELD_MASK) as u32
+    }
+
+    /// Pages in the run.
+    #[inline]
+    pub(crate) fn run_pages(self) -> u32 {
+        (self.0 >> PAGES_SHIFT & FIELD_MASK) as u32
+    }
+
+    #[inline]
+    pub(crate) fn is_used(self) -> bool {
+        self.0 & USED_BIT != 0
+    }
+
+    #[inline]
+    pub(crate) fn is_subpage(self) -> bool {
+        self.0 & SUBPAGE_BIT != 0
+    }
+
+    /// Element index within the subpage (0 for a plain run).
+    #[inline]
+    pub(crate) fn element_index(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The raw `u64`.
+    #[inline]
+    pub(crate) fn bits(self) -> u64 {
+        self.0
+    }
+}
+
+/// Run lengths per page: at the first page of every run (free or used) its
+/// length `<< 1`, with bit 0 set when the run is used; 0 on other pages.
+const RUN_USED: u32 = 1;
+
+/// Free runs by page class: one two-level bitset per class.
+#[derive(Debug)]
+struct FreeRuns {
+    /// Bit `c` set when class `c` has a free run.
+    nonempty: u64,
+    words_per_class: usize,
+    summaries_per_class: usize,
+    /// Bit `p` of class `c`: a free run of class `c` starts at page `p`.
+    words: Box<[u64]>,
+    /// Bit `w` of class `c`: word `w` of class `c` is not zero.
+    summaries: Box<[u64]>,
+}
+
+impl FreeRuns {
+    fn new(classes: usize, pages: usize) -> FreeRuns {
+        debug_assert!(classes <= 64);
+        let words_per_class = pages.div_ceil(64);
+        let summaries_per_class = words_per_class.div_ceil(64);
+        FreeRuns {
+            nonempty: 0,
+            words_per_class,
+            summaries_per_class,
+            words: vec![0; classes * words_per_class].into_boxed_slice(),
+            summaries: vec![0; classes * summaries_per_class].into_boxed_slice(),
+        }
+    }
+
+    fn insert(&mut self, class: usize, page: usize) {
+        let w = class * self.words_per_class + page / 64;
+        debug_assert_eq!(self.words[w] >> (page % 64) & 1, 0);
+        self.words[w] |= 1 << (page % 64);
+        let word_in_class = page / 64;
+        self.summaries[class * self.summaries_per_class + word_in_class / 64] |=
+            1 << (word_in_class % 64);
+        self.nonempty |= 1 << class;
+    }
+
+    fn remove(&mut self, class: usize, page: usize) {
+        let w = class * self.words_per_class + page / 64;
+        debug_assert_eq!(self.words[w] >> (page % 64) & 1, 1);
+        self.words[w] &= !(1 << (page % 64));
+        if self.words[w] == 0 {
+            let word_in_class = page / 64;
+            let s = class * self.summaries_per_class + word_in_class / 64;
+            self.summaries[s] &= !(1 << (word_in_class % 64));
+            let first = class * self.summaries_per_class;
+            if self.summaries[first..first + self.summaries_per_class]
+                .iter()
+                .all(|&x| x == 0)
+            {
+                self.nonempty &= !(1 << class);
+            }
+        }
+    }
+
+    /// The lowest-offset free run in the first non-empty class `>= min_class`.
+    #[inline]
+    fn first_from(&self, min_class: usize) -> Option<usize> {
+        let classes = self.nonempty & (u64::MAX << min_class);
+        if classes == 0 {
+            return None;
+        }
+        let class = classes.trailing_zeros() as usize;
+        let summaries =
+            &self.summaries[class * self.summaries_per_class..][..self.summaries_per_class];
+        let (s, summary) = summaries.iter().enumerate().find(|(_, &x)| x != 0)?;
+        let word_in_class = s * 64 + summary.trailing_zeros() as usize;
+        let word = self.words[class * self.words_per_class + word_in_class];
+        Some(word_in_class * 64 + word.trailing_zeros() as usize)
+    }
+}
+
+/// One chunk of pool memory and the bookkeeping of its runs and subpages.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    memory: RawMemory,
+    page_shift: u32,
+    pages: u32,
+    free_bytes: usize,
+    runs: FreeRuns,
+    /// See [`RUN_USED`].
+    run_head: Box<[u32]>,
+    /// At the last page of every free run: its first page + 1; else 0.
+    free_tail: Box<[u32]>,
+    subpages: SubpageTable,
+}
+
+impl Chunk {
+    /// Obtains a chunk's memory and lays it out as one free run.
+    pub(crate) fn new(
+        classes: &SizeClasses,
+        kind: MemoryKind,
+        limit: Option<&Arc<MemoryLimit>>,
+    ) -> Result<Chunk, AllocError> {
+        let memory = RawMemory::allocate(kind, classes.chunk_size(), limit)?;
+        let pages = classes.chunk_pages();
+        let mut chunk = Chunk {
+            memory,
+            page_shift: classes.page_shift(),
+            pages: pages as u32,
+            free_bytes: classes.chunk_size(),
+            runs: FreeRuns::new(classes.num_page_classes(), pages),
+            run_head: vec![0; pages].into_boxed_slice(),
+            free_tail: vec![0; pages].into_boxed_slice(),
+            subpages: SubpageTable::new(classes.page_size(), pages),
+        };
+        chunk.insert_free(classes, 0, pages as u32);
+        Ok(chunk)
+    }
+
+    /// Bytes not in any used run.
+    #[inline]
+    pub(crate) fn free_bytes(&self) -> usize {
+        self.free_bytes
+    }
+
+    /// Bytes in the chunk.
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        self.memory.len()
+    }
+
+    pub(crate) fn kind(&self) -> MemoryKind {
+        self.memory.kind()
+    }
+
+    /// Usage in percent as Netty counts it: 100 only when full, else at
+    /// most 99, and 0 only when empty.
+    pub(crate) fn usage(&self) -> u32 {
+        usage(self.free_bytes, self.size())
+    }
+
+    /// Address of the first byte of the region named by `handle`.
+    ///
+    /// `elem_size` is the element size for subpage handles (ignored for runs).
+    #[inline]
+    pub(crate) fn region_ptr(&self, handle: Handle, elem_size: usize) -> NonNull<u8> {
+        let mut offset = (handle.run_offset() as usize) << self.page_shift;
+        if handle.is_subpage() {
+            offset += handle.element_index() as usize * elem_size;
+        }
+        assert!(offset < self.memory.len(), "handle outside its chunk");
+        // SAFETY: `offset` is inside the block (checked above), so the result
+        // stays within one allocation and is not null.
+        unsafe { NonNull::new_unchecked(self.memory.ptr().as_ptr().add(offset)) }
+    }
+
+    /// Start of the chunk's memory (for overlap checks and pictures).
+    pub(crate) fn base_addr(&self) -> usize {
+        self.memory.ptr().as_ptr() as usize
+    }
+
+    fn insert_free(&mut self, classes: &SizeClasses, start: u32, len: u32) {
+        let class = classes
+            .page_index_floor(len as usize)
+            .expect("run inside the chunk");
+        self.runs.insert(class, start as usize);
+        self.run_head[start as usize] = len << 1;
+        self.free_tail[(start + len - 1) as usize] = start + 1;
+    }
+
+    fn remove_free(&mut self, classes: &SizeClasses, start: u32, len: u32) {
+        let class = classes
+            .page_index_floor(len as usize)
+            .expect("run inside the chunk");
+        self.runs.remove(class, start as usize);
+        self.run_head[start as usize] = 0;
+        self.free_tail[(start + len - 1) as usize] = 0;
+    }
+
+    /// Takes a run of `pages` pages: the lowest-offset free run of the first
+    /// class that fits, split so that its tail stays free.
+    pub(crate) fn allocate_run(&mut self, classes: &SizeClasses, pages: u32) -> Option<Handle> {
+        let min_class = classes.page_index_ceil(pages as usize)?;
+        let start = self.runs.first_from(min_class)? as u32;
+        let len = self.run_head[start as usize] >> 1;
+        debug_assert!(len >= pages && self.run_head[start as usize] & RUN_USED == 0);
+        self.remove_free(classes, start, len);
+        if len > pages {
+            self.insert_free(classes, start + pages, len - pages);
+        }
+        self.run_head[start as usize] = pages << 1 | RUN_USED;
+        self.free_bytes -= (pages as usize) << self.page_shift;
+        Some(Handle::run(start, pages))
+    }
+
+    /// Gives back the run named by `handle`, merging it with free neighbours.
+    ///
+    /// # Panics
+    ///
+    /// When the handle does not name a used run of this chunk (a double
+    /// free): the chunk is left unchanged.
+    pub(crate) fn free_run(&mut self, classes: &SizeClasses, handle: Handle) {
+        let (offset, pages) = (handle.run_offset(), handle.run_pages());
+        assert!(
+            handle.is_used()
+                && offset < self.pages
+                && self.run_head[offset as usize] == (pages << 1 | RUN_USED),
+            "arenabuf: run at page {offset} of {pages} page(s) freed twice or never allocated"
+        );
+        self.run_head[offset as usize] = 0;
+        self.free_bytes += (pages as usize) << self.page_shift;
+        let (mut start, mut len) = (offset, pages);
+        if offset > 0 {
+            let tail = self.free_tail[offset as usize - 1];
+            if tail != 0 {
+                let before = tail - 1;
+                let before_len = self.run_head[before as usize] >> 1;
+                self.remove_free(classes, before, before_len);
+                start = before;
+                len += before_len;
+            }
+        }
+        let after = offset + pages;
+        if after < self.pages {
+            let head = self.run_head[after as usize];
+            if head & RUN_USED == 0 {
+                debug_assert_ne!(head, 0, "runs tile the chunk");
+                self.remove_free(classes, after, head >> 1);
+                len += head >> 1;
+            }
+        }
+        self.insert_free(classes, start, len);
+    }
+
+    /// Takes a run for a new subpage of class `size_idx` and returns its
+    /// page offset; the subpage starts with every element free.
+    pub(crate) fn allocate_subpage(
+        &mut self,
+        classes: &SizeClasses,
+        size_idx: usize,
+        shape: SubpageShape,
+    ) -> Option<u32> {
+        let run = self.allocate_run(classes, shape.run_pages)?;
+        let page = run.run_offset();
+        self.subpages
+            .init(page, size_idx, classes.size_of(size_idx), shape);
+        Some(page)
+    }
+
+    /// Takes an element of the subpage at `page`, or `None` when it is full.
+    #[inline]
+    pub(crate) fn allocate_element(&mut self, page: u32) -> Option<Handle> {
+        let elem = self.subpages.alloc(page)?;
+        let pages = self.run_head[page as usize] >> 1;
+        Some(Handle::element(page, pages, elem))
+    }
+
+    /// Frees the subpage element named by `handle`.
+    ///
+    /// # Panics
+    ///
+    /// On a double free; the chunk is left unchanged.
+    pub(crate) fn free_element(&mut self, handle: Handle) -> Freed {
+        assert!(handle.is_subpage(), "not a subpage handle");
+        let page = handle.run_offset();
+        assert!(page < self.pages, "handle outside its chunk");
+        self.subpages.free(page, handle.element_index())
+    }
+
+    /// Ends the (empty) subpage at `page` and frees its run.
+    pub(crate) fn retire_subpage(&mut self, classes: &SizeClasses, page: u32) {
+        self.subpages.retire(page);
+        let pages = self.run_head[page as usize] >> 1;
+        self.free_run(classes, Handle::run(page, pages));
+    }
+
+    pub(crate) fn subpages(&self) -> &SubpageTable {
+        &self.subpages
+    }
+
+    pub(crate) fn subpages_mut(&mut self) -> &mut SubpageTable {
+        &mut self.subpages
+    }
+
+    /// The runs of the chunk in page order: (first page, pages, used).
+    pub(crate) fn runs(&self) -> impl Iterator<Item = (u32, u32, bool)> + '_ {
+        let mut page = 0;
+        std::iter::from_fn(move || {
+            if page >= self.pages {
+                return None;
+            }
+            let head = self.run_head[page as usize];
+            let run = (page, head >> 1, head & RUN_USED != 0);
+            page += (head >> 1).max(1);
+            Some(run)
+        })
+    }
+}
+
+#[cfg(test)]
+impl Chunk {
+    /// Fills the first `len` bytes of a region with `byte` (`check` false), or
+    /// reports whether they all hold it (`check` true).
+    ///
+    /// Test-only: the arena and chunk tests hold regions without buffers, so
+    /// nothing else reads or writes a region while `&mut self` is held.
+    pub(crate) fn test_region_bytes(
+        &mut self,
+        handle: Handle,
+        elem_size: usize,
+        len: usize,
+        byte: u8,
+        check: bool,
+    ) -> bool {
+        let ptr = self.region_ptr(handle, elem_size);
+        let start = ptr.as_ptr() as usize - self.base_addr();
+        assert!(start + len <= self.size(), "region outside its chunk");
+        // SAFETY: the range lies inside the chunk's initialised block (checked
+        // above), and `&mut self` plus the test-only contract above mean no
+        // other reference to these bytes exists while the slice lives.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
+        if check {
+            bytes.iter().all(|&b| b == byte)
+        } else {
+            bytes.fill(byte);
+            true
+        }
+    }
+}
+
+/// Netty's usage percentage of a chunk of `size` bytes with `free` free.
+pub(crate) fn usage(free: usize, size: usize) -> u32 {
+    if free == 0 {
+        return 100;
+    }
+    let free_percent = (free as u128 * 100 / size as u128) as u32;
+    if free_percent == 0 {
+        99
+    } else {
+        100 - free_percent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(order: u32) -> (SizeClasses, Chunk) {
+        let classes = SizeClasses::new(8192, order).unwrap();
+        let chunk = Chunk::new(&classes, MemoryKind::Heap, None).unwrap();
+        (classes, chunk)
+    }
+
+    #[test]
+    fn handle_fields_round_trip() {
+        let h = Handle::element(0x7ABC, 0x1234, 0xDEAD_BEEF);
+        assert_eq!(h.run_offset(), 0x7ABC);
+        assert_eq!(h.run_pages(), 0x1234);
+        assert!(h.is_used() && h.is_subpage());
+        assert_eq!(h.element_index(), 0xDEAD_BEEF);
+        let r = Handle::run(16383, 16384);
+        assert_eq!(
+            (r.run_offset(), r.run_pages(), r.is_subpage()),
+            (16383, 16384, false)
+        );
+        assert_eq!(r.bits() >> 49, 16383);
+    }
+
+    #[test]
+    fn runs_are_placed_lowest_offset_first_and_merge_on_free() {
+        let (classes, mut c) = chunk(9);
+        let a = c.allocate_run(&classes, 4).unwrap();
+        let b = c.allocate_run(&classes, 5).unwrap();
+        let d = c.allocate_run(&classes, 6).unwrap();
+        assert_eq!([a, b, d].map(Handle::run_offset), [0, 4, 9]);
+        c.free_run(&classes, b);
+        c.free_run(&classes, d);
+        let e = c.allocate_run(&classes, 10).unwrap();
+        assert_eq!(e.run_offset(), 4);
+        c.free_run(&classes, e);
+        c.free_run(&classes, a);
+        assert_eq!(c.runs().collect::<Vec<_>>(), [(0, 512, false)]);
+        let f = c.allocate_run(&classes, 20).unwrap();
+        assert_eq!(f.run_offset(), 0);
+        assert_eq!(c.free_bytes(), (512 - 20) * 8192);
+    }
+
+    #[test]
+    fn a_request_takes_the_first_class_that_fits_not_the_lowest_offset_overall() {
+        let (classes, mut c) = chunk(9);
+        let runs: Vec<Handle> = [1, 3, 1, 8, 1]
+            .iter()
+            .map(|&p| c.allocate_run(&classes, p).unwrap())
+            .collect();
+        // Free a 3-page hole at 1 and an 8-page hole at 5.
+        c.free_run(&classes, runs[1]);
+        c.free_run(&classes, runs[3]);
+        // 2 pages: class of 2 is empty; 3-page class holds the hole at 1.
+        assert_eq!(c.allocate_run(&classes, 2).unwrap().run_offset(), 1);
+        // 4 pages: the 1-page leftover at 3 is too small; the 8-page hole.
+        assert_eq!(c.allocate_run(&classes, 4).unwrap().run_offset(), 5);
+    }
+
+    #[test]
+    fn a_full_chunk_refuses_and_recovers() {
+        let (classes, mut c) = chunk(3);
+        let all = c.allocate_run(&classes, 8).unwrap();
+        assert_eq!(c.usage(), 100);
+        assert_eq!(c.allocate_run(&classes, 1), None);
+        c.free_run(&classes, all);
+        assert_eq!(c.usage(), 0);
+        assert_eq!(c.allocate_run(&classes, 9), None, "more than a chunk");
+    }
+
+    #[test]
+    #[should_panic(expected = "freed twice")]
+    fn freeing_a_run_twice_panics() {
+        let (classes, mut c) = chunk(9);
+        let a = c.allocate_run(&classes, 2).unwrap();
+        c.free_run(&classes, a);
+        c.free_run(&classes, a);
+    }
+
+    #[test]
+    fn subpage_elements_have_distinct_addresses_inside_their_run() {
+        let (classes, mut c) = chunk(9);
+        let idx = classes.index_of(1280).unwrap();
+        let shape = crate::subpage::shape_for(1280, 8192, 512);
+        let page = c.allocate_subpage(&classes, idx, shape).unwrap();
+        let base = c.region_ptr(Handle::run(page, shape.run_pages), 0).as_ptr() as usize;
+        let mut addrs = Vec::new();
+        while let Some(h) = c.allocate_element(page) {
+            assert_eq!(h.run_pages(), 5);
+            addrs.push(c.region_ptr(h, 1280).as_ptr() as usize - base);
+        }
+        assert_eq!(addrs, (0..32).map(|i| i * 1280).collect::<Vec<_>>());
+        for (i, _) in addrs.iter().enumerate() {
+            let h = Handle::element(page, 5, i as u32);
+            c.free_element(h);
+        }
+        c.retire_subpage(&classes, page);
+        assert_eq!(c.free_bytes(), 4 << 20);
+    }
+
+    #[test]
+    fn usage_is_netty_rounded() {
+        assert_eq!(usage(100, 100), 0);
+        assert_eq!(usage(0, 100), 100);
+        assert_eq!(usage(1, 1000), 99);
+        assert_eq!(usage(250, 1000), 75);
+        assert_eq!(usage(999, 1000), 1);
+    }
+
+    #[test]
+    fn large_chunks_index_runs_through_the_summary_level() {
+        // 4 KiB pages << 14: 16384 pages, 256 words per class.
+        let classes = SizeClasses::new(4096, 14).unwrap();
+        let mut c = Chunk::new(&classes, MemoryKind::Direct, None).unwrap();
+        let mut held: Vec<Handle> = (0..16384)
+            .map(|_| c.allocate_run(&classes, 1).unwrap())
+            .collect();
+        assert_eq!(c.allocate_run(&classes, 1), None);
+        let last = held.pop().unwrap();
+        c.free_run(&classes, last);
+        let h = held.remove(9000);
+        c.free_run(&classes, h);
+        assert_eq!(c.allocate_run(&classes, 1).unwrap().run_offset(), 9000);
+        assert_eq!(c.allocate_run(&classes, 1).unwrap().run_offset(), 16383);
+    }
+}

@@ -1,0 +1,290 @@
+//! Where pool memory comes from: the OS primitives behind one small layer.
+//!
+//! * *Heap* memory comes from the Rust global allocator, zeroed.
+//! * *Direct* memory comes from anonymous private `mmap`, page aligned and
+//!   zero-filled by the kernel, and is counted against a [`MemoryLimit`].
+//!
+//! A [`RawMemory`] owns one such block and gives it back exactly once, when it
+//! drops. Every byte of it is initialised from the start, so safe code may
+//! view any byte of a buffer's capacity.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+
+use crate::error::AllocError;
+use crate::sync::{Arc, AtomicUsize, Ordering};
+
+/// Alignment of heap blocks: the OS page, so that runs start on page
+/// boundaries of the machine whatever the pool's page size.
+const HEAP_ALIGN: usize = 4096;
+
+/// Which kind of memory a block is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemoryKind {
+    /// From the Rust global allocator.
+    Heap,
+    /// From anonymous `mmap`, counted against the direct-memory limit.
+    Direct,
+}
+
+/// A cap on direct memory, shared by every arena of one allocator.
+///
+/// Reservations never wait: a request that does not fit fails at once.
+#[derive(Debug)]
+pub(crate) struct MemoryLimit {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl MemoryLimit {
+    pub(crate) fn new(max: usize) -> MemoryLimit {
+        MemoryLimit {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Bytes reserved now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<(), AllocError> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let exhausted = AllocError::DirectMemoryExhausted {
+                requested: bytes,
+                used,
+                max: self.max,
+            };
+            let next = used.checked_add(bytes).ok_or(exhausted.clone())?;
+            if next > self.max {
+                return Err(exhausted);
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        let before = self.used.fetch_sub(bytes, Ordering::Relaxed);
+        debug_assert!(before >= bytes, "direct memory released twice");
+    }
+}
+
+/// One block of zeroed memory, freed exactly once when it drops.
+#[derive(Debug)]
+pub(crate) struct RawMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+    kind: MemoryKind,
+    /// The limit the block is counted against (direct blocks only).
+    limit: Option<Arc<MemoryLimit>>,
+}
+
+// SAFETY: a RawMemory is the sole owner of its block; the block is plain bytes
+// with no thread affinity, so it may move to and be shared by any thread.
+// Who may read or write which bytes is decided above this layer.
+unsafe impl Send for RawMemory {}
+// SAFETY: as above; `&RawMemory` only exposes the pointer and length.
+unsafe impl Sync for RawMemory {}
+
+impl RawMemory {
+    /// Obtains `len` zeroed bytes of `kind` memory. Direct memory is first
+    /// reserved against `limit`; on any failure nothing stays reserved.
+    pub(crate) fn allocate(
+        kind: MemoryKind,
+        len: usize,
+        limit: Option<&Arc<MemoryLimit>>,
+    ) -> Result<RawMemory, AllocError> {
+        assert!(len > 0, "RawMemory of zero bytes");
+        let limit = match kind {
+            MemoryKind::Direct => limit.cloned(),
+            MemoryKind::Heap => None,
+        };
+        if let Some(limit) = &limit {
+            limit.reserve(len)?;
+        }
+        let ptr = match kind {
+            MemoryKind::Heap => heap_alloc(len),
+            MemoryKind::Direct => map_anonymous(len),
+        };
+        match ptr {
+            Some(ptr) => Ok(RawMemory {
+                ptr,
+                len,
+                kind,
+                limit,
+            }),
+            None => {
+                if let Some(limit) = &limit {
+                    limit.release(len);
+                }
+                Err(AllocError::OutOfMemory { requested: len })
+            }
+        }
+    }
+
+    /// Address of the first byte.
+    #[inline]
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Heap or direct.
+    #[inline]
+    pub(crate) fn kind(&self) -> MemoryKind {
+        self.kind
+    }
+}
+
+impl Drop for RawMemory {
+    fn drop(&mut self) {
+        match self.kind {
+            MemoryKind::Heap => {
+                // SAFETY: the block came from `heap_alloc(self.len)`, which used
+                // exactly this layout, and is freed only here, once.
+                unsafe { alloc::dealloc(self.ptr.as_ptr(), heap_layout(self.len)) }
+            }
+            // SAFETY: the block came from `map_anonymous(self.len)` and is
+            // unmapped only here, once; no reference into it outlives `self`
+            // (the layers above hold the owner of this block while they use it).
+            MemoryKind::Direct => unsafe { unmap(self.ptr, self.len) },
+        }
+        if let Some(limit) = &self.limit {
+            limit.release(self.len);
+        }
+    }
+}
+
+fn heap_layout(len: usize) -> Layout {
+    Layout::from_size_align(len, HEAP_ALIGN).expect("block length overflows a Layout")
+}
+
+fn heap_alloc(len: usize) -> Option<NonNull<u8>> {
+    let layout = Layout::from_size_align(len, HEAP_ALIGN).ok()?;
+    // SAFETY: `layout` has a non-zero size (`allocate` asserts `len > 0`).
+    NonNull::new(unsafe { alloc::alloc_zeroed(layout) })
+}
+
+/// Anonymous private mapping: zero-filled, page aligned, faulted in lazily.
+#[cfg(all(unix, not(miri)))]
+fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: a fresh anonymous mapping at an address the kernel picks cannot
+    // alias anything; the arguments are valid for mmap(2).
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return None;
+    }
+    NonNull::new(addr.cast())
+}
+
+/// # Safety
+///
+/// `ptr` and `len` must describe a mapping made by [`map_anonymous`] that is
+/// not used after this call.
+#[cfg(all(unix, not(miri)))]
+unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: by this function's contract the range is a whole mapping of ours
+    // that nobody uses any more.
+    let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    debug_assert_eq!(rc, 0, "munmap failed");
+}
+
+// Miri and non-unix targets have no mmap: direct memory comes from the global
+// allocator there, with the same zeroing and alignment guarantees.
+#[cfg(any(not(unix), miri))]
+fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
+    heap_alloc(len)
+}
+
+/// # Safety
+///
+/// `ptr` and `len` must describe a block made by [`map_anonymous`] that is
+/// not used after this call.
+#[cfg(any(not(unix), miri))]
+unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: on these targets `map_anonymous` is `heap_alloc` with this layout.
+    unsafe { alloc::dealloc(ptr.as_ptr(), heap_layout(len)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_and_direct_blocks_are_zeroed_and_writable() {
+        for kind in [MemoryKind::Heap, MemoryKind::Direct] {
+            let block = RawMemory::allocate(kind, 3 * 4096, None).unwrap();
+            assert_eq!(block.len(), 3 * 4096);
+            assert_eq!(block.kind(), kind);
+            assert_eq!(block.ptr().as_ptr() as usize % 4096, 0);
+            // SAFETY: the block is ours, `len` bytes long and initialised.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(block.ptr().as_ptr(), block.len()) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes.fill(0xA5);
+            assert!(bytes.iter().all(|&b| b == 0xA5));
+        }
+    }
+
+    #[test]
+    fn direct_memory_is_counted_and_released_once() {
+        let limit = Arc::new(MemoryLimit::new(10_000));
+        let a = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit)).unwrap();
+        let b = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit)).unwrap();
+        assert_eq!(limit.used(), 8192);
+        let err = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit)).unwrap_err();
+        assert_eq!(
+            err,
+            AllocError::DirectMemoryExhausted {
+                requested: 4096,
+                used: 8192,
+                max: 10_000
+            }
+        );
+        assert_eq!(
+            limit.used(),
+            8192,
+            "a failed reservation leaves the count as it was"
+        );
+        drop(a);
+        assert_eq!(limit.used(), 4096);
+        drop(b);
+        assert_eq!(limit.used(), 0);
+        assert_eq!(limit.max(), 10_000);
+    }
+
+    #[test]
+    fn heap_memory_is_not_counted_against_the_direct_limit() {
+        let limit = Arc::new(MemoryLimit::new(0));
+        let block = RawMemory::allocate(MemoryKind::Heap, 4096, Some(&limit)).unwrap();
+        assert_eq!(limit.used(), 0);
+        drop(block);
+    }
+}
