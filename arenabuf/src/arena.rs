@@ -301,16 +301,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn arena(kind: MemoryKind, limit: Option<Arc<MemoryLimit>>) -> Arena {
-        Arena::new(kind, Arc::new(SizeClasses::new(8192, 9).unwrap()), limit)
+        Arena::new(kind, Arc::new(crate::test_config::classes()), limit)
     }
 
     #[test]
     fn small_normal_and_huge_paths_count_separately() {
         let a = arena(MemoryKind::Heap, None);
-        let classes = SizeClasses::new(8192, 9).unwrap();
+        let classes = crate::test_config::classes();
+        let huge_size = classes.chunk_size() + 4096;
         let small = a.allocate(classes.index_of(100).unwrap()).unwrap();
         let normal = a.allocate(classes.index_of(100_000).unwrap()).unwrap();
-        let huge = a.allocate_huge(5 << 20).unwrap();
+        let huge = a.allocate_huge(huge_size).unwrap();
         let c = a.counts();
         assert_eq!(
             (
@@ -321,7 +322,7 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(c.pooled.active_bytes, 112 + 114688);
-        assert_eq!(c.huge_active_bytes, 5 << 20);
+        assert_eq!(c.huge_active_bytes, huge_size as u64);
         assert_eq!(c.pooled.chunks_created, 1);
         a.free(small.chunk, small.handle, small.size_idx as usize);
         a.free(normal.chunk, normal.handle, normal.size_idx as usize);
@@ -364,7 +365,7 @@ mod tests {
 
     #[test]
     fn the_direct_limit_fails_cleanly_and_the_arena_still_works() {
-        let chunk = 4 << 20;
+        let chunk = crate::test_config::classes().chunk_size();
         let limit = Arc::new(MemoryLimit::new(chunk + chunk / 2));
         let a = arena(MemoryKind::Direct, Some(limit.clone()));
         let whole = a.size_classes().index_of(chunk).unwrap();
@@ -407,10 +408,11 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        let chunk = 4usize << 20;
+        let chunk = crate::test_config::classes().chunk_size();
+        let top = chunk.trailing_zeros() + 2;
         prop_oneof![
             // Log-uniform sizes from 16 B to 2 x chunk.
-            3 => (4u32..24, any::<u32>()).prop_map(move |(shift, r)| {
+            3 => (4u32..top, any::<u32>()).prop_map(move |(shift, r)| {
                 let base = 1usize << shift;
                 Op::Alloc((base + r as usize % base).min(2 * chunk))
             }),
@@ -441,15 +443,15 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, ..ProptestConfig::default() })]
+        #![proptest_config(crate::test_config::proptest(64))]
 
         /// Random allocate / free sequences against a model: regions never
         /// overlap, lie inside their chunk, hold their bytes, and every
         /// counter and free-byte figure matches.
         #[test]
-        fn arena_matches_a_model(ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 40 } else { 300 })) {
+        fn arena_matches_a_model(ops in proptest::collection::vec(op(), 1..if crate::test_config::SMALL { 40 } else { 300 })) {
             let a = arena(MemoryKind::Direct, None);
-            let classes = SizeClasses::new(8192, 9).unwrap();
+            let classes = crate::test_config::classes();
             let mut live: Vec<Live> = Vec::new();
             let (mut allocs, mut frees) = (0u64, 0u64);
             let mut pattern = 0u8;

@@ -421,7 +421,7 @@ mod tests {
     use super::*;
 
     fn chunk(order: u32) -> (SizeClasses, Chunk) {
-        let classes = SizeClasses::new(8192, order).unwrap();
+        let classes = SizeClasses::new(8192, order.min(crate::test_config::MAX_ORDER)).unwrap();
         let chunk = Chunk::new(&classes, MemoryKind::Heap, None).unwrap();
         (classes, chunk)
     }
@@ -454,10 +454,11 @@ mod tests {
         assert_eq!(e.run_offset(), 4);
         c.free_run(&classes, e);
         c.free_run(&classes, a);
-        assert_eq!(c.runs().collect::<Vec<_>>(), [(0, 512, false)]);
+        let pages = classes.chunk_pages() as u32;
+        assert_eq!(c.runs().collect::<Vec<_>>(), [(0, pages, false)]);
         let f = c.allocate_run(&classes, 20).unwrap();
         assert_eq!(f.run_offset(), 0);
-        assert_eq!(c.free_bytes(), (512 - 20) * 8192);
+        assert_eq!(c.free_bytes(), (pages as usize - 20) * 8192);
     }
 
     #[test]
@@ -500,7 +501,7 @@ mod tests {
     fn subpage_elements_have_distinct_addresses_inside_their_run() {
         let (classes, mut c) = chunk(9);
         let idx = classes.index_of(1280).unwrap();
-        let shape = crate::subpage::shape_for(1280, 8192, 512);
+        let shape = crate::subpage::shape_for(1280, 8192, classes.chunk_pages());
         let page = c.allocate_subpage(&classes, idx, shape).unwrap();
         let base = c.region_ptr(Handle::run(page, shape.run_pages), 0).as_ptr() as usize;
         let mut addrs = Vec::new();
@@ -514,7 +515,7 @@ mod tests {
             c.free_element(h);
         }
         c.retire_subpage(&classes, page);
-        assert_eq!(c.free_bytes(), 4 << 20);
+        assert_eq!(c.free_bytes(), classes.chunk_size());
     }
 
     #[test]
@@ -527,6 +528,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "a 64 MiB chunk is too slow under Miri")]
     fn large_chunks_index_runs_through_the_summary_level() {
         // 4 KiB pages << 14: 16384 pages, 256 words per class.
         let classes = SizeClasses::new(4096, 14).unwrap();

@@ -37,6 +37,11 @@ pub(crate) const BANDS: [(u32, u32); NUM_LISTS] =
 
 const NONE: u32 = u32::MAX;
 
+#[cold]
+fn no_chunk(id: u32) -> ! {
+    panic!("arenabuf: no chunk in slot {id}: a region freed twice or never allocated")
+}
+
 /// The list a chunk moves to when its usage rises to its list's maximum.
 fn next_list(list: usize) -> Option<usize> {
     (list < Q100).then_some(list + 1)

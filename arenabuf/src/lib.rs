@@ -26,6 +26,8 @@ mod memory;
 mod size_class;
 mod subpage;
 mod sync;
+#[cfg(test)]
+mod test_config;
 
 pub use error::{AllocError, ConfigError};
 pub use size_class::SizeClasses;

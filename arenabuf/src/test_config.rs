@@ -1,0 +1,25 @@
+//! Settings shared by the property tests: fewer, smaller cases under Miri,
+//! and no failure files there (Miri's isolation forbids file access).
+
+use proptest::test_runner::Config;
+
+/// Whether tests should pick their small configuration.
+pub(crate) const SMALL: bool = cfg!(miri);
+
+/// The max order tests use: 4 MiB chunks natively, 256 KiB under Miri
+/// (same 8 KiB pages, so subpage shapes are those of the defaults).
+pub(crate) const MAX_ORDER: u32 = if SMALL { 5 } else { 9 };
+
+/// The size classes tests use.
+pub(crate) fn classes() -> crate::SizeClasses {
+    crate::SizeClasses::new(8192, MAX_ORDER).expect("valid test geometry")
+}
+
+/// A proptest configuration running `cases` cases natively, 2 under Miri.
+pub(crate) fn proptest(cases: u32) -> Config {
+    if SMALL {
+        Config { cases: 2, failure_persistence: None, ..Config::default() }
+    } else {
+        Config { cases, ..Config::default() }
+    }
+}
