@@ -19,7 +19,7 @@ use crate::error::AllocError;
 use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
 use crate::size_class::SizeClasses;
 use crate::subpage::{shape_for, Freed, SubpagePools, SubpageRef, SubpageShape};
-use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// A region handed out by an arena: where it is and how to give it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,22 +72,14 @@ pub(crate) struct Arena {
     huge_allocations: AtomicU64,
     huge_deallocations: AtomicU64,
     huge_active_bytes: AtomicU64,
+    /// Thread caches bound to this arena.
+    thread_caches: AtomicUsize,
 }
 
 impl Arena {
-    pub(crate) fn new(
-        kind: MemoryKind,
-        classes: Arc<SizeClasses>,
-        limit: Option<Arc<MemoryLimit>>,
-    ) -> Arena {
+    pub(crate) fn new(kind: MemoryKind, classes: Arc<SizeClasses>, limit: Option<Arc<MemoryLimit>>) -> Arena {
         let shapes = (0..classes.num_small_classes())
-            .map(|idx| {
-                shape_for(
-                    classes.size_of(idx),
-                    classes.page_size(),
-                    classes.chunk_pages(),
-                )
-            })
+            .map(|idx| shape_for(classes.size_of(idx), classes.page_size(), classes.chunk_pages()))
             .collect();
         let state = ArenaState {
             lists: ChunkLists::new(classes.chunk_size()),
@@ -103,7 +95,21 @@ impl Arena {
             huge_allocations: AtomicU64::new(0),
             huge_deallocations: AtomicU64::new(0),
             huge_active_bytes: AtomicU64::new(0),
+            thread_caches: AtomicUsize::new(0),
         }
+    }
+
+    /// Thread caches bound to this arena now.
+    pub(crate) fn num_thread_caches(&self) -> usize {
+        self.thread_caches.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bind_thread_cache(&self) {
+        self.thread_caches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn unbind_thread_cache(&self) {
+        self.thread_caches.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn kind(&self) -> MemoryKind {
@@ -135,24 +141,13 @@ impl Arena {
             counters.normal_allocations += 1;
         }
         counters.active_bytes += elem_size as u64;
-        Ok(PooledRegion {
-            ptr,
-            chunk,
-            handle,
-            size_idx: size_idx as u32,
-        })
+        Ok(PooledRegion { ptr, chunk, handle, size_idx: size_idx as u32 })
     }
 
-    fn allocate_small(
-        &self,
-        state: &mut ArenaState,
-        size_idx: usize,
-    ) -> Result<(u32, Handle), AllocError> {
+    fn allocate_small(&self, state: &mut ArenaState, size_idx: usize) -> Result<(u32, Handle), AllocError> {
         if let Some(at) = state.pools.first(size_idx) {
             let chunk = state.lists.get_mut(at.chunk);
-            let handle = chunk
-                .allocate_element(at.page)
-                .expect("a pooled subpage has a free element");
+            let handle = chunk.allocate_element(at.page).expect("a pooled subpage has a free element");
             if chunk.subpages().get(at.page).num_avail() == 0 {
                 state.pools.remove(&mut state.lists, at);
             }
@@ -161,15 +156,9 @@ impl Arena {
         let classes = &*self.classes;
         let shape = self.shapes[size_idx];
         let request = (shape.run_pages as usize) << classes.page_shift();
-        let (chunk, page) = self.allocate_in_lists(state, request, |c| {
-            c.allocate_subpage(classes, size_idx, shape)
-        })?;
+        let (chunk, page) = self.allocate_in_lists(state, request, |c| c.allocate_subpage(classes, size_idx, shape))?;
         let at = SubpageRef { chunk, page };
-        let handle = state
-            .lists
-            .get_mut(chunk)
-            .allocate_element(page)
-            .expect("a new subpage has room");
+        let handle = state.lists.get_mut(chunk).allocate_element(page).expect("a new subpage has room");
         if shape.max_elems > 1 {
             state.pools.push_front(&mut state.lists, at);
         }
@@ -247,8 +236,7 @@ impl Arena {
     pub(crate) fn allocate_huge(&self, size: usize) -> Result<RawMemory, AllocError> {
         let memory = RawMemory::allocate(self.kind, size, self.limit.as_ref())?;
         self.huge_allocations.fetch_add(1, Ordering::Relaxed);
-        self.huge_active_bytes
-            .fetch_add(size as u64, Ordering::Relaxed);
+        self.huge_active_bytes.fetch_add(size as u64, Ordering::Relaxed);
         Ok(memory)
     }
 
@@ -275,21 +263,13 @@ impl Arena {
         }
     }
 
-    /// Bytes of chunk memory the arena holds.
-    pub(crate) fn chunk_bytes(&self) -> usize {
-        lock(&self.state).lists.len() * self.classes.chunk_size()
-    }
-
     /// Fills the `len` first bytes of a region with `byte`, or checks that
     /// they all hold it. For tests, which hold regions without buffers.
     #[cfg(test)]
     fn test_touch(&self, region: &PooledRegion, len: usize, byte: u8, check: bool) -> bool {
         let mut state = lock(&self.state);
         let elem = self.classes.size_of(region.size_idx as usize);
-        state
-            .lists
-            .get_mut(region.chunk)
-            .test_region_bytes(region.handle, elem, len, byte, check)
+        state.lists.get_mut(region.chunk).test_region_bytes(region.handle, elem, len, byte, check)
     }
 }
 
@@ -313,14 +293,7 @@ mod tests {
         let normal = a.allocate(classes.index_of(100_000).unwrap()).unwrap();
         let huge = a.allocate_huge(huge_size).unwrap();
         let c = a.counts();
-        assert_eq!(
-            (
-                c.pooled.small_allocations,
-                c.pooled.normal_allocations,
-                c.huge_allocations
-            ),
-            (1, 1, 1)
-        );
+        assert_eq!((c.pooled.small_allocations, c.pooled.normal_allocations, c.huge_allocations), (1, 1, 1));
         assert_eq!(c.pooled.active_bytes, 112 + 114688);
         assert_eq!(c.huge_active_bytes, huge_size as u64);
         assert_eq!(c.pooled.chunks_created, 1);
@@ -328,14 +301,7 @@ mod tests {
         a.free(normal.chunk, normal.handle, normal.size_idx as usize);
         a.free_huge(huge);
         let c = a.counts();
-        assert_eq!(
-            (
-                c.pooled.small_deallocations,
-                c.pooled.normal_deallocations,
-                c.huge_deallocations
-            ),
-            (1, 1, 1)
-        );
+        assert_eq!((c.pooled.small_deallocations, c.pooled.normal_deallocations, c.huge_deallocations), (1, 1, 1));
         assert_eq!((c.pooled.active_bytes, c.huge_active_bytes), (0, 0));
         assert_eq!(c.chunks, 1, "the empty chunk stays in qInit");
     }
@@ -372,14 +338,7 @@ mod tests {
         let first = a.allocate(whole).unwrap();
         let before = a.counts();
         let err = a.allocate(whole).unwrap_err();
-        assert_eq!(
-            err,
-            AllocError::DirectMemoryExhausted {
-                requested: chunk,
-                used: chunk,
-                max: chunk + chunk / 2
-            }
-        );
+        assert_eq!(err, AllocError::DirectMemoryExhausted { requested: chunk, used: chunk, max: chunk + chunk / 2 });
         assert_eq!(a.counts(), before, "a failed request changes no counter");
         assert_eq!(limit.used(), chunk);
         assert!(a.allocate_huge(chunk).is_err());
@@ -431,11 +390,7 @@ mod tests {
 
     fn free_live(a: &Arena, live: Live) {
         if let Some(r) = live.region {
-            assert!(
-                a.test_touch(&r, live.len, live.pattern, true),
-                "pattern of a {}-byte region",
-                live.len
-            );
+            assert!(a.test_touch(&r, live.len, live.pattern, true), "pattern of a {}-byte region", live.len);
             a.free(r.chunk, r.handle, r.size_idx as usize);
         } else if let Some(m) = live.huge {
             a.free_huge(m);

@@ -114,8 +114,7 @@ impl FreeRuns {
         debug_assert_eq!(self.words[w] >> (page % 64) & 1, 0);
         self.words[w] |= 1 << (page % 64);
         let word_in_class = page / 64;
-        self.summaries[class * self.summaries_per_class + word_in_class / 64] |=
-            1 << (word_in_class % 64);
+        self.summaries[class * self.summaries_per_class + word_in_class / 64] |= 1 << (word_in_class % 64);
         self.nonempty |= 1 << class;
     }
 
@@ -128,10 +127,7 @@ impl FreeRuns {
             let s = class * self.summaries_per_class + word_in_class / 64;
             self.summaries[s] &= !(1 << (word_in_class % 64));
             let first = class * self.summaries_per_class;
-            if self.summaries[first..first + self.summaries_per_class]
-                .iter()
-                .all(|&x| x == 0)
-            {
+            if self.summaries[first..first + self.summaries_per_class].iter().all(|&x| x == 0) {
                 self.nonempty &= !(1 << class);
             }
         }
@@ -145,8 +141,7 @@ impl FreeRuns {
             return None;
         }
         let class = classes.trailing_zeros() as usize;
-        let summaries =
-            &self.summaries[class * self.summaries_per_class..][..self.summaries_per_class];
+        let summaries = &self.summaries[class * self.summaries_per_class..][..self.summaries_per_class];
         let (s, summary) = summaries.iter().enumerate().find(|(_, &x)| x != 0)?;
         let word_in_class = s * 64 + summary.trailing_zeros() as usize;
         let word = self.words[class * self.words_per_class + word_in_class];
@@ -235,18 +230,14 @@ impl Chunk {
     }
 
     fn insert_free(&mut self, classes: &SizeClasses, start: u32, len: u32) {
-        let class = classes
-            .page_index_floor(len as usize)
-            .expect("run inside the chunk");
+        let class = classes.page_index_floor(len as usize).expect("run inside the chunk");
         self.runs.insert(class, start as usize);
         self.run_head[start as usize] = len << 1;
         self.free_tail[(start + len - 1) as usize] = start + 1;
     }
 
     fn remove_free(&mut self, classes: &SizeClasses, start: u32, len: u32) {
-        let class = classes
-            .page_index_floor(len as usize)
-            .expect("run inside the chunk");
+        let class = classes.page_index_floor(len as usize).expect("run inside the chunk");
         self.runs.remove(class, start as usize);
         self.run_head[start as usize] = 0;
         self.free_tail[(start + len - 1) as usize] = 0;
@@ -277,9 +268,7 @@ impl Chunk {
     pub(crate) fn free_run(&mut self, classes: &SizeClasses, handle: Handle) {
         let (offset, pages) = (handle.run_offset(), handle.run_pages());
         assert!(
-            handle.is_used()
-                && offset < self.pages
-                && self.run_head[offset as usize] == (pages << 1 | RUN_USED),
+            handle.is_used() && offset < self.pages && self.run_head[offset as usize] == (pages << 1 | RUN_USED),
             "arenabuf: run at page {offset} of {pages} page(s) freed twice or never allocated"
         );
         self.run_head[offset as usize] = 0;
@@ -317,8 +306,7 @@ impl Chunk {
     ) -> Option<u32> {
         let run = self.allocate_run(classes, shape.run_pages)?;
         let page = run.run_offset();
-        self.subpages
-            .init(page, size_idx, classes.size_of(size_idx), shape);
+        self.subpages.init(page, size_idx, classes.size_of(size_idx), shape);
         Some(page)
     }
 
@@ -434,10 +422,7 @@ mod tests {
         assert!(h.is_used() && h.is_subpage());
         assert_eq!(h.element_index(), 0xDEAD_BEEF);
         let r = Handle::run(16383, 16384);
-        assert_eq!(
-            (r.run_offset(), r.run_pages(), r.is_subpage()),
-            (16383, 16384, false)
-        );
+        assert_eq!((r.run_offset(), r.run_pages(), r.is_subpage()), (16383, 16384, false));
         assert_eq!(r.bits() >> 49, 16383);
     }
 
@@ -464,10 +449,7 @@ mod tests {
     #[test]
     fn a_request_takes_the_first_class_that_fits_not_the_lowest_offset_overall() {
         let (classes, mut c) = chunk(9);
-        let runs: Vec<Handle> = [1, 3, 1, 8, 1]
-            .iter()
-            .map(|&p| c.allocate_run(&classes, p).unwrap())
-            .collect();
+        let runs: Vec<Handle> = [1, 3, 1, 8, 1].iter().map(|&p| c.allocate_run(&classes, p).unwrap()).collect();
         // Free a 3-page hole at 1 and an 8-page hole at 5.
         c.free_run(&classes, runs[1]);
         c.free_run(&classes, runs[3]);
@@ -533,9 +515,7 @@ mod tests {
         // 4 KiB pages << 14: 16384 pages, 256 words per class.
         let classes = SizeClasses::new(4096, 14).unwrap();
         let mut c = Chunk::new(&classes, MemoryKind::Direct, None).unwrap();
-        let mut held: Vec<Handle> = (0..16384)
-            .map(|_| c.allocate_run(&classes, 1).unwrap())
-            .collect();
+        let mut held: Vec<Handle> = (0..16384).map(|_| c.allocate_run(&classes, 1).unwrap()).collect();
         assert_eq!(c.allocate_run(&classes, 1), None);
         let last = held.pop().unwrap();
         c.free_run(&classes, last);

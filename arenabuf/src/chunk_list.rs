@@ -32,8 +32,7 @@ const ALLOCATION_ORDER: [usize; 5] = [Q050, Q025, Q000, QINIT, Q075];
 pub(crate) const LIST_NAMES: [&str; NUM_LISTS] = ["qInit", "q000", "q025", "q050", "q075", "q100"];
 
 /// (minimum, maximum) usage of each list, as Netty reports them.
-pub(crate) const BANDS: [(u32, u32); NUM_LISTS] =
-    [(1, 25), (1, 50), (25, 75), (50, 100), (75, 100), (100, 100)];
+pub(crate) const BANDS: [(u32, u32); NUM_LISTS] = [(1, 25), (1, 50), (25, 75), (50, 100), (75, 100), (100, 100)];
 
 const NONE: u32 = u32::MAX;
 
@@ -95,13 +94,7 @@ pub(crate) struct ChunkLists {
 impl ChunkLists {
     pub(crate) fn new(chunk_size: usize) -> ChunkLists {
         let max_request = BANDS.map(|(min, _)| chunk_size / 100 * (100 - min as usize));
-        ChunkLists {
-            slots: Vec::new(),
-            free_slot: NONE,
-            heads: [NONE; NUM_LISTS],
-            max_request,
-            live_chunks: 0,
-        }
+        ChunkLists { slots: Vec::new(), free_slot: NONE, heads: [NONE; NUM_LISTS], max_request, live_chunks: 0 }
     }
 
     /// The chunk in slot `id`.
@@ -111,18 +104,23 @@ impl ChunkLists {
     /// When the slot holds no chunk.
     #[inline]
     pub(crate) fn get(&self, id: u32) -> &Chunk {
-        self.slots[id as usize]
-            .chunk
-            .as_ref()
-            .expect("no chunk in this slot")
+        match self.slots.get(id as usize).and_then(|s| s.chunk.as_ref()) {
+            Some(chunk) => chunk,
+            None => no_chunk(id),
+        }
     }
 
+    /// The chunk in slot `id`, mutably.
+    ///
+    /// # Panics
+    ///
+    /// When the slot holds no chunk.
     #[inline]
     pub(crate) fn get_mut(&mut self, id: u32) -> &mut Chunk {
-        self.slots[id as usize]
-            .chunk
-            .as_mut()
-            .expect("no chunk in this slot")
+        match self.slots.get_mut(id as usize).and_then(|s| s.chunk.as_mut()) {
+            Some(chunk) => chunk,
+            None => no_chunk(id),
+        }
     }
 
     /// Chunks held.
@@ -162,12 +160,7 @@ impl ChunkLists {
     /// Takes a new chunk (on which the caller may already have allocated)
     /// into qInit, or further up if its usage says so; returns its slot.
     pub(crate) fn add(&mut self, chunk: Chunk) -> u32 {
-        let slot = Slot {
-            chunk: Some(chunk),
-            list: QINIT,
-            prev: NONE,
-            next: NONE,
-        };
+        let slot = Slot { chunk: Some(chunk), list: QINIT, prev: NONE, next: NONE };
         let id = if self.free_slot != NONE {
             let id = self.free_slot;
             self.free_slot = self.slots[id as usize].next;
@@ -299,26 +292,17 @@ mod tests {
     }
 
     fn run(classes: &SizeClasses, lists: &mut ChunkLists, pages: u32) -> (u32, Handle) {
-        lists
-            .allocate(pages as usize * 8192, |c| c.allocate_run(classes, pages))
-            .unwrap()
+        lists.allocate(pages as usize * 8192, |c| c.allocate_run(classes, pages)).unwrap()
     }
 
-    fn free(
-        classes: &SizeClasses,
-        lists: &mut ChunkLists,
-        (id, h): (u32, Handle),
-    ) -> Option<Chunk> {
+    fn free(classes: &SizeClasses, lists: &mut ChunkLists, (id, h): (u32, Handle)) -> Option<Chunk> {
         lists.get_mut(id).free_run(classes, h);
         lists.after_free(id)
     }
 
     #[test]
     fn bands_follow_netty() {
-        assert_eq!(
-            BANDS,
-            [(1, 25), (1, 50), (25, 75), (50, 100), (75, 100), (100, 100)]
-        );
+        assert_eq!(BANDS, [(1, 25), (1, 50), (25, 75), (50, 100), (75, 100), (100, 100)]);
         let lists = ChunkLists::new(4 << 20);
         assert_eq!(lists.max_request[QINIT], (4 << 20) / 100 * 99);
         assert_eq!(lists.max_request[Q100], 0);

@@ -25,16 +25,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(
-        setting: &'static str,
-        value: impl fmt::Display,
-        allowed: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            setting,
-            value: value.to_string(),
-            allowed: allowed.into(),
-        }
+    pub(crate) fn new(setting: &'static str, value: impl fmt::Display, allowed: impl Into<String>) -> Self {
+        ConfigError { setting, value: value.to_string(), allowed: allowed.into() }
     }
 
     /// The name of the rejected setting, as the builder spells it.
@@ -79,11 +71,7 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid setting {} = {}: allowed {}",
-            self.setting, self.value, self.allowed
-        )
+        write!(f, "invalid setting {} = {}: allowed {}", self.setting, self.value, self.allowed)
     }
 }
 
@@ -134,27 +122,15 @@ pub enum AllocError {
 impl fmt::Display for AllocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            AllocError::DirectMemoryExhausted {
-                requested,
-                used,
-                max,
-            } => write!(
-                f,
-                "failed to allocate {requested} byte(s) of direct memory (used: {used}, max: {max})"
-            ),
-            AllocError::OutOfMemory { requested } => {
-                write!(
-                    f,
-                    "failed to allocate {requested} byte(s): the system refused memory"
-                )
+            AllocError::DirectMemoryExhausted { requested, used, max } => {
+                write!(f, "failed to allocate {requested} byte(s) of direct memory (used: {used}, max: {max})")
             }
-            AllocError::CapacityOverflow {
-                requested,
-                max_capacity,
-            } => write!(
-                f,
-                "capacity {requested} exceeds the maximum capacity {max_capacity}"
-            ),
+            AllocError::OutOfMemory { requested } => {
+                write!(f, "failed to allocate {requested} byte(s): the system refused memory")
+            }
+            AllocError::CapacityOverflow { requested, max_capacity } => {
+                write!(f, "capacity {requested} exceeds the maximum capacity {max_capacity}")
+            }
         }
     }
 }

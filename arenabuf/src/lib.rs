@@ -5,29 +5,49 @@
 //! subpages of small elements, jemalloc-4 size classes, per-thread caches,
 //! and an unpooled fallback for huge requests.
 //!
-//! This release holds the pool's core: [`SizeClasses`], the size-class table
-//! every request is sorted by, and the arena machinery behind it.
-//!
 //! ```
-//! use arenabuf::SizeClasses;
+//! use arenabuf::PooledAllocator;
 //!
-//! let classes = SizeClasses::new(8192, 9)?;
-//! assert_eq!(classes.normalize(1500), 1536);
-//! # Ok::<(), arenabuf::ConfigError>(())
+//! let alloc = PooledAllocator::new();
+//! let mut buf = alloc.direct_buffer(1500); // served from a 1536-byte class
+//! buf.as_mut_slice()[..4].copy_from_slice(b"ping");
+//! drop(buf); // back to this thread's cache, ready for the next 1536-byte request
 //! ```
+//!
+//! # The request path
+//!
+//! [`PooledAllocator::direct_buffer`] finds the calling thread's cache (one
+//! thread-local index per allocator); a thread's first allocation binds it
+//! to the least-used heap and direct arenas. The request's size class
+//! ([`SizeClasses`]) picks a cached region when the cache has one, else the
+//! arena serves it: small classes from subpages, normal classes from runs
+//! of pages, huge requests from their own block. Dropping the [`ByteBuf`]
+//! gives the region back to the cache of the thread that allocated it, from
+//! whichever thread drops it.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod allocator;
 mod arena;
+mod buf;
 mod chunk;
 mod chunk_list;
+mod config;
 mod error;
 mod memory;
+mod metric;
 mod size_class;
 mod subpage;
 mod sync;
 #[cfg(test)]
 mod test_config;
+mod thread_cache;
+mod thread_local;
 
+pub use allocator::{PooledAllocator, DEFAULT_MAX_CAPACITY};
+pub use buf::ByteBuf;
+pub use config::Builder;
 pub use error::{AllocError, ConfigError};
+pub use metric::{AllocatorMetric, ArenaMetric};
 pub use size_class::SizeClasses;
+pub use thread_local::{cache_current_thread, spawn};

@@ -38,10 +38,7 @@ pub(crate) struct MemoryLimit {
 
 impl MemoryLimit {
     pub(crate) fn new(max: usize) -> MemoryLimit {
-        MemoryLimit {
-            used: AtomicUsize::new(0),
-            max,
-        }
+        MemoryLimit { used: AtomicUsize::new(0), max }
     }
 
     /// Bytes reserved now.
@@ -57,19 +54,12 @@ impl MemoryLimit {
     fn reserve(&self, bytes: usize) -> Result<(), AllocError> {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            let exhausted = AllocError::DirectMemoryExhausted {
-                requested: bytes,
-                used,
-                max: self.max,
-            };
+            let exhausted = AllocError::DirectMemoryExhausted { requested: bytes, used, max: self.max };
             let next = used.checked_add(bytes).ok_or(exhausted.clone())?;
             if next > self.max {
                 return Err(exhausted);
             }
-            match self
-                .used
-                .compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.used.compare_exchange_weak(used, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
                 Err(now) => used = now,
             }
@@ -120,12 +110,7 @@ impl RawMemory {
             MemoryKind::Direct => map_anonymous(len),
         };
         match ptr {
-            Some(ptr) => Ok(RawMemory {
-                ptr,
-                len,
-                kind,
-                limit,
-            }),
+            Some(ptr) => Ok(RawMemory { ptr, len, kind, limit }),
             None => {
                 if let Some(limit) = &limit {
                     limit.release(len);
@@ -245,8 +230,7 @@ mod tests {
             assert_eq!(block.kind(), kind);
             assert_eq!(block.ptr().as_ptr() as usize % 4096, 0);
             // SAFETY: the block is ours, `len` bytes long and initialised.
-            let bytes =
-                unsafe { std::slice::from_raw_parts_mut(block.ptr().as_ptr(), block.len()) };
+            let bytes = unsafe { std::slice::from_raw_parts_mut(block.ptr().as_ptr(), block.len()) };
             assert!(bytes.iter().all(|&b| b == 0));
             bytes.fill(0xA5);
             assert!(bytes.iter().all(|&b| b == 0xA5));
@@ -260,19 +244,8 @@ mod tests {
         let b = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit)).unwrap();
         assert_eq!(limit.used(), 8192);
         let err = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit)).unwrap_err();
-        assert_eq!(
-            err,
-            AllocError::DirectMemoryExhausted {
-                requested: 4096,
-                used: 8192,
-                max: 10_000
-            }
-        );
-        assert_eq!(
-            limit.used(),
-            8192,
-            "a failed reservation leaves the count as it was"
-        );
+        assert_eq!(err, AllocError::DirectMemoryExhausted { requested: 4096, used: 8192, max: 10_000 });
+        assert_eq!(limit.used(), 8192, "a failed reservation leaves the count as it was");
         drop(a);
         assert_eq!(limit.used(), 4096);
         drop(b);

@@ -79,11 +79,7 @@ impl SizeClasses {
     /// ```
     pub fn new(page_size: usize, max_order: u32) -> Result<SizeClasses, ConfigError> {
         if !page_size.is_power_of_two() || !(MIN_PAGE_SIZE..=MAX_CHUNK_SIZE).contains(&page_size) {
-            return Err(ConfigError::new(
-                "page_size",
-                page_size,
-                "a power of two from 4096 to 1073741824",
-            ));
+            return Err(ConfigError::new("page_size", page_size, "a power of two from 4096 to 1073741824"));
         }
         let page_shift = page_size.trailing_zeros();
         let max_order_allowed = MAX_ORDER_LIMIT.min(30 - page_shift);
@@ -122,11 +118,8 @@ impl SizeClasses {
         }
         let small_limit = page_size.saturating_mul(1 << LOG2_GROUP);
         let num_small = sizes.iter().take_while(|&&s| s < small_limit).count();
-        let page_class_pages: Vec<u32> = sizes
-            .iter()
-            .filter(|&&s| s % page_size == 0)
-            .map(|&s| (s >> page_shift) as u32)
-            .collect();
+        let page_class_pages: Vec<u32> =
+            sizes.iter().filter(|&&s| s % page_size == 0).map(|&s| (s >> page_shift) as u32).collect();
 
         let mut small_lookup = vec![0u8; LOOKUP_MAX >> LOG2_QUANTUM];
         let mut class = 0;
@@ -423,10 +416,7 @@ mod tests {
     #[test]
     fn class_counts_match_netty() {
         let c = default_classes();
-        assert_eq!(
-            (c.num_classes(), c.num_small_classes(), c.num_page_classes()),
-            (68, 39, 32)
-        );
+        assert_eq!((c.num_classes(), c.num_small_classes(), c.num_page_classes()), (68, 39, 32));
         assert_eq!(c.size_of(38), 28672);
         assert_eq!(c.size_of(39), 32768);
         assert_eq!(c.size_of(67), 4 << 20);
@@ -444,10 +434,7 @@ mod tests {
     fn first_groups_follow_the_quantum() {
         let c = default_classes();
         let first: Vec<usize> = (0..12).map(|i| c.size_of(i)).collect();
-        assert_eq!(
-            first,
-            [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256]
-        );
+        assert_eq!(first, [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256]);
     }
 
     #[test]
@@ -455,8 +442,8 @@ mod tests {
         let c = default_classes();
         let pages: Vec<usize> = (0..c.num_page_classes()).map(|i| c.pages_of(i)).collect();
         let expected = [
-            1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112,
-            128, 160, 192, 224, 256, 320, 384, 448, 512,
+            1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224,
+            256, 320, 384, 448, 512,
         ];
         assert_eq!(pages, expected);
     }
@@ -509,11 +496,7 @@ mod tests {
                 while c.size_of(class) < size {
                     class += 1;
                 }
-                assert_eq!(
-                    c.index_of(size),
-                    Some(class),
-                    "size {size} page {page} order {order}"
-                );
+                assert_eq!(c.index_of(size), Some(class), "size {size} page {page} order {order}");
             }
             assert_eq!(c.index_of(c.chunk_size() + 1), None);
         }

@@ -46,10 +46,7 @@ pub(crate) fn shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) 
         run -= page_size;
         elems = run / elem_size;
     }
-    SubpageShape {
-        run_pages: (run / page_size) as u32,
-        max_elems: elems as u32,
-    }
+    SubpageShape { run_pages: (run / page_size) as u32, max_elems: elems as u32 }
 }
 
 /// Where a subpage lives: the chunk's slot in its arena and the page offset
@@ -61,10 +58,7 @@ pub(crate) struct SubpageRef {
 }
 
 impl SubpageRef {
-    const NONE: SubpageRef = SubpageRef {
-        chunk: NONE,
-        page: NONE,
-    };
+    const NONE: SubpageRef = SubpageRef { chunk: NONE, page: NONE };
 
     fn is_none(self) -> bool {
         self.chunk == NONE
@@ -157,13 +151,7 @@ impl SubpageTable {
     }
 
     /// Starts a subpage over the run at `page`, all elements free.
-    pub(crate) fn init(
-        &mut self,
-        page: u32,
-        size_idx: usize,
-        elem_size: usize,
-        shape: SubpageShape,
-    ) {
+    pub(crate) fn init(&mut self, page: u32, size_idx: usize, elem_size: usize, shape: SubpageShape) {
         let words = self.words(page);
         let used_words = (shape.max_elems as usize).div_ceil(64);
         self.bitmap[words.clone()][..used_words].fill(0);
@@ -251,9 +239,7 @@ impl SubpageTable {
     pub(crate) fn used_elements(&self, page: u32) -> Vec<u32> {
         let sub = &self.subpages[page as usize];
         let bitmap = &self.bitmap[self.words(page)];
-        (0..sub.max_elems)
-            .filter(|&e| bitmap[e as usize / 64] >> (e % 64) & 1 == 1)
-            .collect()
+        (0..sub.max_elems).filter(|&e| bitmap[e as usize / 64] >> (e % 64) & 1 == 1).collect()
     }
 }
 
@@ -282,9 +268,7 @@ pub(crate) struct SubpagePools {
 
 impl SubpagePools {
     pub(crate) fn new(num_small_classes: usize) -> SubpagePools {
-        SubpagePools {
-            heads: vec![SubpageRef::NONE; num_small_classes].into_boxed_slice(),
-        }
+        SubpagePools { heads: vec![SubpageRef::NONE; num_small_classes].into_boxed_slice() }
     }
 
     /// The first subpage with free elements of class `size_idx`.
@@ -354,56 +338,14 @@ mod tests {
     #[test]
     fn shapes_match_the_facts_sheet() {
         let shape = |elem| shape_for(elem, 8192, 512);
-        assert_eq!(
-            shape(16),
-            SubpageShape {
-                run_pages: 1,
-                max_elems: 512
-            }
-        );
-        assert_eq!(
-            shape(48),
-            SubpageShape {
-                run_pages: 3,
-                max_elems: 512
-            }
-        );
-        assert_eq!(
-            shape(512),
-            SubpageShape {
-                run_pages: 1,
-                max_elems: 16
-            }
-        );
-        assert_eq!(
-            shape(1280),
-            SubpageShape {
-                run_pages: 5,
-                max_elems: 32
-            }
-        );
-        assert_eq!(
-            shape(28672),
-            SubpageShape {
-                run_pages: 7,
-                max_elems: 2
-            }
-        );
-        assert_eq!(
-            shape(8192),
-            SubpageShape {
-                run_pages: 1,
-                max_elems: 1
-            }
-        );
+        assert_eq!(shape(16), SubpageShape { run_pages: 1, max_elems: 512 });
+        assert_eq!(shape(48), SubpageShape { run_pages: 3, max_elems: 512 });
+        assert_eq!(shape(512), SubpageShape { run_pages: 1, max_elems: 16 });
+        assert_eq!(shape(1280), SubpageShape { run_pages: 5, max_elems: 32 });
+        assert_eq!(shape(28672), SubpageShape { run_pages: 7, max_elems: 2 });
+        assert_eq!(shape(8192), SubpageShape { run_pages: 1, max_elems: 1 });
         // A chunk of two pages caps the 10 KiB run (lcm 5 pages) at 2 pages.
-        assert_eq!(
-            shape_for(10240, 8192, 2),
-            SubpageShape {
-                run_pages: 2,
-                max_elems: 1
-            }
-        );
+        assert_eq!(shape_for(10240, 8192, 2), SubpageShape { run_pages: 2, max_elems: 1 });
     }
 
     #[test]
@@ -479,35 +421,17 @@ mod tests {
 
     #[test]
     fn pools_link_front_first_and_unlink_anywhere() {
-        let mut store = Flat(vec![
-            Subpage {
-                in_use: true,
-                ..Subpage::UNUSED
-            };
-            4
-        ]);
+        let mut store = Flat(vec![Subpage { in_use: true, ..Subpage::UNUSED }; 4]);
         let mut pools = SubpagePools::new(1);
         let at = |page| SubpageRef { chunk: 0, page };
         for p in 0..4 {
             pools.push_front(&mut store, at(p));
         }
-        assert_eq!(
-            pools
-                .iter(&mut store, 0)
-                .map(|r| r.page)
-                .collect::<Vec<_>>(),
-            [3, 2, 1, 0]
-        );
+        assert_eq!(pools.iter(&mut store, 0).map(|r| r.page).collect::<Vec<_>>(), [3, 2, 1, 0]);
         pools.remove(&mut store, at(2));
         pools.remove(&mut store, at(3));
         pools.remove(&mut store, at(0));
-        assert_eq!(
-            pools
-                .iter(&mut store, 0)
-                .map(|r| r.page)
-                .collect::<Vec<_>>(),
-            [1]
-        );
+        assert_eq!(pools.iter(&mut store, 0).map(|r| r.page).collect::<Vec<_>>(), [1]);
         assert!(pools.is_only(&mut store, at(1)));
         pools.remove(&mut store, at(1));
         assert_eq!(pools.first(0), None);

@@ -4,14 +4,14 @@
 #[cfg(loom)]
 #[allow(unused_imports)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc, Mutex, MutexGuard,
 };
 
 #[cfg(not(loom))]
 #[allow(unused_imports)]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc, Mutex, MutexGuard,
 };
 
@@ -25,8 +25,45 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     }
     #[cfg(not(loom))]
     {
-        mutex
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The bounded lock-free multi-producer queue that carries regions released
+/// on other threads back to their cache: crossbeam's `ArrayQueue`.
+#[cfg(not(loom))]
+pub(crate) use crossbeam_queue::ArrayQueue;
+
+/// Under loom, a locked deque with `ArrayQueue`'s interface: loom checks the
+/// protocol around the queue (close, drain, last release), and the queue
+/// itself is crossbeam's, tested there.
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct ArrayQueue<T> {
+    items: Mutex<std::collections::VecDeque<T>>,
+    capacity: usize,
+}
+
+#[cfg(loom)]
+impl<T> ArrayQueue<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        ArrayQueue { items: Mutex::new(std::collections::VecDeque::new()), capacity }
+    }
+
+    pub(crate) fn push(&self, value: T) -> Result<(), T> {
+        let mut items = lock(&self.items);
+        if items.len() == self.capacity {
+            return Err(value);
+        }
+        items.push_back(value);
+        Ok(())
+    }
+
+    pub(crate) fn pop(&self) -> Option<T> {
+        lock(&self.items).pop_front()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.items).is_empty()
     }
 }

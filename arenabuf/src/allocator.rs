@@ -1,0 +1,426 @@
+//! The allocator front: [`PooledAllocator`], its arenas, thread binding and
+//! the unpooled fallback.
+
+use std::sync::OnceLock;
+
+use crate::arena::Arena;
+use crate::buf::ByteBuf;
+use crate::config::{Builder, Config};
+use crate::error::AllocError;
+use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
+use crate::metric::{AllocatorMetric, ArenaMetric};
+use crate::size_class::SizeClasses;
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::thread_cache::Allocation;
+use crate::thread_local;
+
+/// Netty's default maximum capacity of a buffer.
+pub const DEFAULT_MAX_CAPACITY: usize = i32::MAX as usize;
+
+/// Ids for pools: small integers, reused after a pool is dropped, so that
+/// each thread's table of caches stays as short as the number of pools
+/// alive at once.
+static POOL_IDS: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+fn take_pool_id() -> usize {
+    let mut ids = POOL_IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match ids.iter().position(|used| !used) {
+        Some(id) => {
+            ids[id] = true;
+            id
+        }
+        None => {
+            ids.push(true);
+            ids.len() - 1
+        }
+    }
+}
+
+fn release_pool_id(id: usize) {
+    let mut ids = POOL_IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    ids[id] = false;
+}
+
+/// The shared core of an allocator: arenas, settings and counters. Thread
+/// caches and buffers keep it alive after the last [`PooledAllocator`]
+/// handle is gone.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    id: usize,
+    config: Config,
+    classes: Arc<SizeClasses>,
+    heap_arenas: Box<[Arena]>,
+    direct_arenas: Box<[Arena]>,
+    direct_limit: Arc<MemoryLimit>,
+    /// Set when the last user handle is dropped.
+    closed: AtomicBool,
+    unpooled_heap_bytes: AtomicU64,
+    unpooled_direct_bytes: AtomicU64,
+}
+
+impl Pool {
+    fn new(config: Config) -> Pool {
+        let classes = Arc::new(SizeClasses::new(config.page_size, config.max_order).expect("validated by the builder"));
+        let direct_limit = Arc::new(MemoryLimit::new(config.max_direct_memory));
+        let arenas = |kind, count, limit: Option<&Arc<MemoryLimit>>| -> Box<[Arena]> {
+            (0..count).map(|_| Arena::new(kind, classes.clone(), limit.cloned())).collect()
+        };
+        Pool {
+            id: take_pool_id(),
+            heap_arenas: arenas(MemoryKind::Heap, config.heap_arenas, None),
+            direct_arenas: arenas(MemoryKind::Direct, config.direct_arenas, Some(&direct_limit)),
+            classes,
+            direct_limit,
+            config,
+            closed: AtomicBool::new(false),
+            unpooled_heap_bytes: AtomicU64::new(0),
+            unpooled_direct_bytes: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn id(&self) -> usize {
+        self.id
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn size_classes(&self) -> &Arc<SizeClasses> {
+        &self.classes
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn arenas(&self, kind: MemoryKind) -> &[Arena] {
+        match kind {
+            MemoryKind::Heap => &self.heap_arenas,
+            MemoryKind::Direct => &self.direct_arenas,
+        }
+    }
+
+    /// The arena of `kind` with the fewest bound thread caches (ties: the
+    /// lowest index).
+    fn least_used(&self, kind: MemoryKind) -> Option<&Arena> {
+        self.arenas(kind).iter().min_by_key(|a| a.num_thread_caches())
+    }
+
+    /// Binds a new thread cache to the least-used arena of `kind`.
+    pub(crate) fn bind_least_used(&self, kind: MemoryKind) -> Option<&Arena> {
+        let arena = self.least_used(kind)?;
+        arena.bind_thread_cache();
+        Some(arena)
+    }
+
+    #[inline]
+    fn allocate(self: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+        if self.arenas(kind).is_empty() {
+            return self.allocate_unpooled(kind, size);
+        }
+        if let Some(result) = thread_local::with_cache(self, |cache| cache.allocate(kind, size)) {
+            return result;
+        }
+        // The thread's caches are gone (it is exiting): straight to an arena.
+        let arena = self.least_used(kind).expect("arenas exist");
+        Allocation::uncached(arena, size, self.clone())
+    }
+
+    fn unpooled_counter(&self, kind: MemoryKind) -> &AtomicU64 {
+        match kind {
+            MemoryKind::Heap => &self.unpooled_heap_bytes,
+            MemoryKind::Direct => &self.unpooled_direct_bytes,
+        }
+    }
+
+    fn allocate_unpooled(self: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+        let memory = RawMemory::allocate(kind, size.max(1), Some(&self.direct_limit))?;
+        self.unpooled_counter(kind).fetch_add(memory.len() as u64, Ordering::Relaxed);
+        Ok(Allocation::unpooled(memory, self.clone()))
+    }
+
+    pub(crate) fn free_unpooled(&self, memory: RawMemory) {
+        self.unpooled_counter(memory.kind()).fetch_sub(memory.len() as u64, Ordering::Relaxed);
+    }
+
+    fn metric(&self) -> AllocatorMetric {
+        let arena_metrics = |kind| -> Vec<ArenaMetric> {
+            self.arenas(kind)
+                .iter()
+                .map(|a| ArenaMetric::new(a.counts(), a.num_thread_caches(), self.classes.chunk_size()))
+                .collect()
+        };
+        let heap = arena_metrics(MemoryKind::Heap);
+        let direct = arena_metrics(MemoryKind::Direct);
+        let used = |arenas: &[ArenaMetric], kind| {
+            arenas.iter().map(|a| a.num_active_bytes()).sum::<u64>()
+                + self.unpooled_counter(kind).load(Ordering::Relaxed)
+        };
+        AllocatorMetric {
+            used_heap_memory: used(&heap, MemoryKind::Heap),
+            used_direct_memory: used(&direct, MemoryKind::Direct),
+            num_thread_local_caches: if heap.is_empty() { &direct } else { &heap }
+                .iter()
+                .map(|a| a.num_thread_caches())
+                .sum(),
+            chunk_size: self.classes.chunk_size(),
+            small_cache_size: self.config.small_cache_size,
+            normal_cache_size: self.config.normal_cache_size,
+            heap_arenas: heap,
+            direct_arenas: direct,
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        release_pool_id(self.id);
+    }
+}
+
+/// What users hold: dropping the last one closes the pool, so that threads
+/// drop their caches for it the next time they bind to any pool.
+#[derive(Debug)]
+struct UserHandle {
+    pool: Arc<Pool>,
+}
+
+impl Drop for UserHandle {
+    fn drop(&mut self) {
+        self.pool.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A pooled byte-buffer allocator: a cheap handle to shared arenas.
+///
+/// Each thread that allocates is bound to the least-used heap arena and the
+/// least-used direct arena and gets a cache of recently freed regions; see
+/// the crate docs for the request path.
+///
+/// Cloning is cheap and every clone uses the same pool. Dropping the last
+/// handle while buffers live is safe: their memory stays valid until the
+/// last of them is gone.
+///
+/// # Examples
+///
+/// ```
+/// use arenabuf::PooledAllocator;
+///
+/// let alloc = PooledAllocator::new();
+/// let mut buf = alloc.direct_buffer(1000);
+/// buf.as_mut_slice()[..5].copy_from_slice(b"hello");
+/// assert_eq!(&buf.as_slice()[..5], b"hello");
+/// assert!(buf.capacity() >= 1000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PooledAllocator {
+    handle: Arc<UserHandle>,
+}
+
+impl Default for PooledAllocator {
+    fn default() -> Self {
+        PooledAllocator::new()
+    }
+}
+
+impl PooledAllocator {
+    /// An allocator with the default settings, overridden by any `ARENABUF_*`
+    /// environment variable. An environment variable that is out of range is
+    /// reported on stderr and ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::new();
+    /// assert_eq!(alloc.metric().chunk_size(), 4 << 20);
+    /// ```
+    #[must_use]
+    pub fn new() -> PooledAllocator {
+        match Builder::new().build() {
+            Ok(alloc) => alloc,
+            Err(err) => {
+                eprintln!("arenabuf: {err}; using the defaults instead");
+                PooledAllocator::from_config(Builder::new_without_env().resolve().expect("the defaults are valid"))
+            }
+        }
+    }
+
+    /// A builder for an allocator with chosen settings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// assert_eq!(alloc.metric().num_heap_arenas(), 1);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The process-wide allocator, built with [`PooledAllocator::new`] on
+    /// first use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = arenabuf::PooledAllocator::global().buffer(64);
+    /// assert_eq!(buf.capacity(), 64);
+    /// ```
+    pub fn global() -> &'static PooledAllocator {
+        static GLOBAL: OnceLock<PooledAllocator> = OnceLock::new();
+        GLOBAL.get_or_init(PooledAllocator::new)
+    }
+
+    pub(crate) fn from_config(config: Config) -> PooledAllocator {
+        PooledAllocator { handle: Arc::new(UserHandle { pool: Arc::new(Pool::new(config)) }) }
+    }
+
+    fn pool(&self) -> &Arc<Pool> {
+        &self.handle.pool
+    }
+
+    /// A heap buffer of `capacity` bytes (maximum capacity `i32::MAX`).
+    ///
+    /// # Panics
+    ///
+    /// When the memory cannot be had; see [`try_heap_buffer`](Self::try_heap_buffer).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = arenabuf::PooledAllocator::new().heap_buffer(256);
+    /// assert!(!buf.is_direct());
+    /// ```
+    #[must_use]
+    pub fn heap_buffer(&self, capacity: usize) -> ByteBuf {
+        self.try_heap_buffer(capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A direct (mmap-backed) buffer of `capacity` bytes (maximum capacity
+    /// `i32::MAX`).
+    ///
+    /// # Panics
+    ///
+    /// When the memory cannot be had, for example past the direct-memory
+    /// limit; see [`try_direct_buffer`](Self::try_direct_buffer).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = arenabuf::PooledAllocator::new().direct_buffer(256);
+    /// assert!(buf.is_direct());
+    /// ```
+    #[must_use]
+    pub fn direct_buffer(&self, capacity: usize) -> ByteBuf {
+        self.try_direct_buffer(capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A buffer of `capacity` bytes of the preferred kind: direct.
+    ///
+    /// # Panics
+    ///
+    /// As [`direct_buffer`](Self::direct_buffer).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let buf = arenabuf::PooledAllocator::new().buffer(10);
+    /// assert!(buf.is_direct());
+    /// ```
+    #[must_use]
+    pub fn buffer(&self, capacity: usize) -> ByteBuf {
+        self.direct_buffer(capacity)
+    }
+
+    /// A heap buffer of `capacity` bytes that may grow to `max_capacity`.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::CapacityOverflow`] when `capacity > max_capacity`;
+    /// [`AllocError::OutOfMemory`] when the system refuses memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arenabuf::{AllocError, PooledAllocator};
+    ///
+    /// let alloc = PooledAllocator::new();
+    /// assert!(alloc.try_heap_buffer(100, 1000).is_ok());
+    /// assert_eq!(
+    ///     alloc.try_heap_buffer(2000, 1000).unwrap_err(),
+    ///     AllocError::CapacityOverflow { requested: 2000, max_capacity: 1000 }
+    /// );
+    /// ```
+    pub fn try_heap_buffer(&self, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
+        self.try_buffer(MemoryKind::Heap, capacity, max_capacity)
+    }
+
+    /// A direct buffer of `capacity` bytes that may grow to `max_capacity`.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::CapacityOverflow`] when `capacity > max_capacity`;
+    /// [`AllocError::DirectMemoryExhausted`] past the direct-memory limit
+    /// ("failed to allocate N byte(s) of direct memory (used: U, max: M)");
+    /// [`AllocError::OutOfMemory`] when the system refuses memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arenabuf::PooledAllocator;
+    ///
+    /// let alloc = PooledAllocator::builder().max_direct_memory(8 << 20).build()?;
+    /// let err = alloc.try_direct_buffer(16 << 20, 16 << 20).unwrap_err();
+    /// assert!(err.to_string().starts_with("failed to allocate 16777216 byte(s) of direct memory"));
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    pub fn try_direct_buffer(&self, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
+        self.try_buffer(MemoryKind::Direct, capacity, max_capacity)
+    }
+
+    #[inline]
+    fn try_buffer(&self, kind: MemoryKind, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
+        if capacity > max_capacity {
+            return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
+        }
+        let allocation = self.pool().allocate(kind, capacity)?;
+        Ok(ByteBuf::new(allocation, capacity, max_capacity))
+    }
+
+    /// Trims the calling thread's cache for this allocator: each class gives
+    /// back the regions it did not use since the last trim. Returns false
+    /// when the thread has no cache for this allocator.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::new();
+    /// assert!(!alloc.trim_current_thread_cache());
+    /// drop(alloc.heap_buffer(10));
+    /// assert!(alloc.trim_current_thread_cache());
+    /// ```
+    pub fn trim_current_thread_cache(&self) -> bool {
+        thread_local::with_existing_cache(self.pool().id(), |cache| cache.trim()).is_some()
+    }
+
+    /// A snapshot of the allocator's metrics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(2).build()?;
+    /// let buf = alloc.heap_buffer(100);
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.num_heap_arenas(), 2);
+    /// assert_eq!(metric.used_heap_memory(), metric.chunk_size() as u64);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn metric(&self) -> AllocatorMetric {
+        self.pool().metric()
+    }
+}

@@ -1,0 +1,558 @@
+//! Settings of a [`PooledAllocator`](crate::PooledAllocator): defaults,
+//! `ARENABUF_*` environment variables, the builder, and validation.
+//!
+//! Precedence: a builder setter beats an environment variable, which beats
+//! the default. Every setting is checked in [`Builder::build`], which names
+//! the setting, the value and the allowed range when one is out of range.
+
+use std::fmt;
+
+use crate::error::ConfigError;
+use crate::size_class::SizeClasses;
+
+/// Netty's default page size.
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 8192;
+/// Netty's default max order: 4 MiB chunks with 8 KiB pages.
+pub(crate) const DEFAULT_MAX_ORDER: u32 = 9;
+const DEFAULT_SMALL_CACHE_SIZE: usize = 256;
+const DEFAULT_NORMAL_CACHE_SIZE: usize = 64;
+const DEFAULT_MAX_CACHED_BUFFER_CAPACITY: usize = 32 * 1024;
+const DEFAULT_CACHE_TRIM_INTERVAL: u32 = 8192;
+/// The largest per-class cache: enough for any realistic burst, small enough
+/// that a cache can never hold more than a few chunks' worth of one class.
+const MAX_CACHE_SIZE: usize = 1 << 15;
+/// More arenas than this would only add lock-free contention-free memory.
+const MAX_ARENAS: usize = 4096;
+
+/// The settings of an allocator; see [`Builder`] for what each one means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) heap_arenas: usize,
+    pub(crate) direct_arenas: usize,
+    pub(crate) page_size: usize,
+    pub(crate) max_order: u32,
+    pub(crate) small_cache_size: usize,
+    pub(crate) normal_cache_size: usize,
+    pub(crate) max_cached_buffer_capacity: usize,
+    pub(crate) cache_trim_interval: u32,
+    pub(crate) cache_trim_interval_millis: u64,
+    pub(crate) use_cache_for_all_threads: bool,
+    pub(crate) max_direct_memory: usize,
+}
+
+/// Builds a [`PooledAllocator`](crate::PooledAllocator) with chosen settings.
+///
+/// Each setter is named after Netty's setting; each setting can also come
+/// from an environment variable (named in the setter's docs), and a setter
+/// beats the variable.
+///
+/// # Examples
+///
+/// ```
+/// use arenabuf::PooledAllocator;
+///
+/// let alloc = PooledAllocator::builder()
+///     .heap_arenas(2)
+///     .direct_arenas(2)
+///     .max_order(8) // 2 MiB chunks
+///     .build()?;
+/// assert_eq!(alloc.metric().chunk_size(), 2 << 20);
+/// # Ok::<(), arenabuf::ConfigError>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct Builder {
+    heap_arenas: Option<usize>,
+    direct_arenas: Option<usize>,
+    page_size: Option<usize>,
+    max_order: Option<u32>,
+    small_cache_size: Option<usize>,
+    normal_cache_size: Option<usize>,
+    max_cached_buffer_capacity: Option<usize>,
+    cache_trim_interval: Option<u32>,
+    cache_trim_interval_millis: Option<u64>,
+    use_cache_for_all_threads: Option<bool>,
+    max_direct_memory: Option<usize>,
+    /// Reads environment variables; replaced in tests.
+    env: fn(&str) -> Option<String>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("heap_arenas", &self.heap_arenas)
+            .field("direct_arenas", &self.direct_arenas)
+            .field("page_size", &self.page_size)
+            .field("max_order", &self.max_order)
+            .field("small_cache_size", &self.small_cache_size)
+            .field("normal_cache_size", &self.normal_cache_size)
+            .field("max_cached_buffer_capacity", &self.max_cached_buffer_capacity)
+            .field("cache_trim_interval", &self.cache_trim_interval)
+            .field("cache_trim_interval_millis", &self.cache_trim_interval_millis)
+            .field("use_cache_for_all_threads", &self.use_cache_for_all_threads)
+            .field("max_direct_memory", &self.max_direct_memory)
+            .finish()
+    }
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Builder {
+            self.$name = Some(value);
+            self
+        }
+    };
+}
+
+impl Builder {
+    pub(crate) fn new() -> Builder {
+        Builder {
+            heap_arenas: None,
+            direct_arenas: None,
+            page_size: None,
+            max_order: None,
+            small_cache_size: None,
+            normal_cache_size: None,
+            max_cached_buffer_capacity: None,
+            cache_trim_interval: None,
+            cache_trim_interval_millis: None,
+            use_cache_for_all_threads: None,
+            max_direct_memory: None,
+            env: process_env,
+        }
+    }
+
+    /// A builder that ignores the environment: the plain defaults.
+    pub(crate) fn new_without_env() -> Builder {
+        Builder { env: |_| None, ..Builder::new() }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn with_env(mut self, env: fn(&str) -> Option<String>) -> Builder {
+        self.env = env;
+        self
+    }
+
+    setter!(
+        /// Heap arenas (`ARENABUF_NUM_HEAP_ARENAS`); 0 makes every heap
+        /// buffer unpooled. Default: min(2 x cores, memory / chunk / 6).
+        /// Allowed: 0..=4096.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(3).build()?;
+        /// assert_eq!(alloc.metric().num_heap_arenas(), 3);
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        heap_arenas: usize
+    );
+    setter!(
+        /// Direct arenas (`ARENABUF_NUM_DIRECT_ARENAS`); 0 makes every direct
+        /// buffer unpooled. Default: min(2 x cores, max direct memory / chunk
+        /// / 6). Allowed: 0..=4096.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().direct_arenas(0).build()?;
+        /// assert_eq!(alloc.metric().num_direct_arenas(), 0);
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        direct_arenas: usize
+    );
+    setter!(
+        /// Page size in bytes (`ARENABUF_PAGE_SIZE`), default 8192. Allowed:
+        /// a power of two of at least 4096.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().page_size(4096).build()?;
+        /// assert_eq!(alloc.metric().chunk_size(), 2 << 20);
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        page_size: usize
+    );
+    setter!(
+        /// Chunk size as `page_size << max_order` (`ARENABUF_MAX_ORDER`),
+        /// default 9 (4 MiB chunks). Allowed: 0..=14, chunk at most 1 GiB.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let err = arenabuf::PooledAllocator::builder().max_order(15).build().unwrap_err();
+        /// assert_eq!(err.setting(), "max_order");
+        /// ```
+        max_order: u32
+    );
+    setter!(
+        /// Cached regions per small class per thread
+        /// (`ARENABUF_SMALL_CACHE_SIZE`), default 256, rounded up to a power
+        /// of two. Allowed: 0..=32768.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().small_cache_size(0).build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        small_cache_size: usize
+    );
+    setter!(
+        /// Cached regions per normal class per thread
+        /// (`ARENABUF_NORMAL_CACHE_SIZE`), default 64, rounded up to a power
+        /// of two. Allowed: 0..=32768.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().normal_cache_size(16).build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        normal_cache_size: usize
+    );
+    setter!(
+        /// Largest normal class that thread caches keep
+        /// (`ARENABUF_MAX_CACHED_BUFFER_CAPACITY`), default 32 KiB. Allowed:
+        /// any; values above the chunk size act as the chunk size.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder()
+        ///     .max_cached_buffer_capacity(64 * 1024)
+        ///     .build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        max_cached_buffer_capacity: usize
+    );
+    setter!(
+        /// Cache lookups between two trims of a thread's cache
+        /// (`ARENABUF_CACHE_TRIM_INTERVAL`), default 8192. Allowed:
+        /// 1..=4294967295.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let err = arenabuf::PooledAllocator::builder().cache_trim_interval(0).build().unwrap_err();
+        /// assert_eq!(err.setting(), "cache_trim_interval");
+        /// ```
+        cache_trim_interval: u32
+    );
+    setter!(
+        /// Milliseconds between time-based trims of a thread's cache, checked
+        /// when the thread uses the cache (`ARENABUF_CACHE_TRIM_INTERVAL_MILLIS`);
+        /// default 0, off.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder()
+        ///     .cache_trim_interval_millis(1000)
+        ///     .build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        cache_trim_interval_millis: u64
+    );
+    setter!(
+        /// Whether every thread gets a cache (`ARENABUF_USE_CACHE_FOR_ALL_THREADS`),
+        /// default true. When false, only threads started with
+        /// [`spawn`](crate::spawn) or marked with
+        /// [`cache_current_thread`](crate::cache_current_thread) cache
+        /// regions; the others are still bound to arenas.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder()
+        ///     .use_cache_for_all_threads(false)
+        ///     .build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        use_cache_for_all_threads: bool
+    );
+    setter!(
+        /// The cap on direct memory, chunks and huge buffers together
+        /// (`ARENABUF_MAX_DIRECT_MEMORY`), default the machine's (or the
+        /// cgroup's) memory. A request past it fails with
+        /// [`AllocError::DirectMemoryExhausted`](crate::AllocError).
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder()
+        ///     .max_direct_memory(64 << 20)
+        ///     .build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        max_direct_memory: usize
+    );
+
+    /// Checks every setting and builds the allocator.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first setting out of its range, or the
+    /// environment variable that does not parse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = arenabuf::PooledAllocator::builder().page_size(1000).build().unwrap_err();
+    /// assert_eq!(err.setting(), "page_size");
+    /// assert!(err.to_string().contains("1000"));
+    /// ```
+    pub fn build(self) -> Result<crate::PooledAllocator, ConfigError> {
+        let config = self.resolve()?;
+        Ok(crate::PooledAllocator::from_config(config))
+    }
+
+    pub(crate) fn resolve(&self) -> Result<Config, ConfigError> {
+        let env = self.env;
+        let page_size = pick(self.page_size, env, "ARENABUF_PAGE_SIZE", DEFAULT_PAGE_SIZE)?;
+        let max_order = pick(self.max_order, env, "ARENABUF_MAX_ORDER", DEFAULT_MAX_ORDER)?;
+        let classes = SizeClasses::new(page_size, max_order)?;
+        let chunk = classes.chunk_size();
+        let memory = system_memory();
+        let max_direct_memory = pick(self.max_direct_memory, env, "ARENABUF_MAX_DIRECT_MEMORY", memory)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let arenas_for = |memory: usize| (2 * cores).min(memory / chunk / 6);
+        let config = Config {
+            heap_arenas: pick(self.heap_arenas, env, "ARENABUF_NUM_HEAP_ARENAS", arenas_for(memory))?,
+            direct_arenas: pick(self.direct_arenas, env, "ARENABUF_NUM_DIRECT_ARENAS", arenas_for(max_direct_memory))?,
+            page_size,
+            max_order,
+            small_cache_size: pick(self.small_cache_size, env, "ARENABUF_SMALL_CACHE_SIZE", DEFAULT_SMALL_CACHE_SIZE)?,
+            normal_cache_size: pick(
+                self.normal_cache_size,
+                env,
+                "ARENABUF_NORMAL_CACHE_SIZE",
+                DEFAULT_NORMAL_CACHE_SIZE,
+            )?,
+            max_cached_buffer_capacity: pick(
+                self.max_cached_buffer_capacity,
+                env,
+                "ARENABUF_MAX_CACHED_BUFFER_CAPACITY",
+                DEFAULT_MAX_CACHED_BUFFER_CAPACITY,
+            )?,
+            cache_trim_interval: pick(
+                self.cache_trim_interval,
+                env,
+                "ARENABUF_CACHE_TRIM_INTERVAL",
+                DEFAULT_CACHE_TRIM_INTERVAL,
+            )?,
+            cache_trim_interval_millis: pick(
+                self.cache_trim_interval_millis,
+                env,
+                "ARENABUF_CACHE_TRIM_INTERVAL_MILLIS",
+                0,
+            )?,
+            use_cache_for_all_threads: pick(
+                self.use_cache_for_all_threads,
+                env,
+                "ARENABUF_USE_CACHE_FOR_ALL_THREADS",
+                true,
+            )?,
+            max_direct_memory,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let arenas = |name, value: usize| {
+            if value > MAX_ARENAS {
+                Err(ConfigError::new(name, value, format!("0..={MAX_ARENAS}")))
+            } else {
+                Ok(())
+            }
+        };
+        arenas("heap_arenas", self.heap_arenas)?;
+        arenas("direct_arenas", self.direct_arenas)?;
+        for (name, value) in
+            [("small_cache_size", self.small_cache_size), ("normal_cache_size", self.normal_cache_size)]
+        {
+            if value > MAX_CACHE_SIZE {
+                return Err(ConfigError::new(name, value, format!("0..={MAX_CACHE_SIZE}")));
+            }
+        }
+        if self.cache_trim_interval == 0 {
+            return Err(ConfigError::new("cache_trim_interval", 0, "1..=4294967295"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a setting's environment variable.
+trait FromEnv: Sized {
+    fn parse_env(text: &str) -> Option<Self>;
+    const ALLOWED: &'static str;
+}
+
+macro_rules! from_env_int {
+    ($($t:ty),*) => {$(
+        impl FromEnv for $t {
+            fn parse_env(text: &str) -> Option<Self> {
+                text.trim().replace('_', "").parse().ok()
+            }
+            const ALLOWED: &'static str = concat!("a whole number that fits ", stringify!($t));
+        }
+    )*};
+}
+from_env_int!(usize, u32, u64);
+
+impl FromEnv for bool {
+    fn parse_env(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" => Some(false),
+            _ => None,
+        }
+    }
+    const ALLOWED: &'static str = "true or false";
+}
+
+fn pick<T: FromEnv>(
+    set: Option<T>,
+    env: fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    if let Some(value) = set {
+        return Ok(value);
+    }
+    match env(var) {
+        None => Ok(default),
+        Some(text) => T::parse_env(&text).ok_or_else(|| ConfigError::new(var, format!("{text:?}"), T::ALLOWED)),
+    }
+}
+
+/// The memory this process may use: physical memory, or the cgroup's limit
+/// when one is set and lower.
+pub(crate) fn system_memory() -> usize {
+    let physical = physical_memory();
+    cgroup_limit().map_or(physical, |limit| limit.min(physical))
+}
+
+#[cfg(all(unix, not(miri)))]
+fn physical_memory() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages > 0 && page > 0 {
+        (pages as usize).saturating_mul(page as usize)
+    } else {
+        FALLBACK_MEMORY
+    }
+}
+
+#[cfg(any(not(unix), miri))]
+fn physical_memory() -> usize {
+    FALLBACK_MEMORY
+}
+
+/// What to assume when the system does not say: 4 GiB.
+const FALLBACK_MEMORY: usize = 4 << 30;
+
+fn cgroup_limit() -> Option<usize> {
+    if cfg!(miri) {
+        return None;
+    }
+    ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<usize>().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn builder() -> Builder {
+        Builder::new().with_env(no_env)
+    }
+
+    #[test]
+    fn defaults_follow_netty() {
+        let c = builder().resolve().unwrap();
+        assert_eq!((c.page_size, c.max_order), (8192, 9));
+        assert_eq!((c.small_cache_size, c.normal_cache_size), (256, 64));
+        assert_eq!(c.max_cached_buffer_capacity, 32 * 1024);
+        assert_eq!((c.cache_trim_interval, c.cache_trim_interval_millis), (8192, 0));
+        assert!(c.use_cache_for_all_threads);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.heap_arenas, (2 * cores).min(system_memory() / (4 << 20) / 6));
+        assert_eq!(c.direct_arenas, (2 * cores).min(c.max_direct_memory / (4 << 20) / 6));
+    }
+
+    #[test]
+    fn direct_arenas_follow_the_direct_memory_cap() {
+        // 48 MiB / 4 MiB / 6 = 2 arenas at most.
+        let c = builder().max_direct_memory(48 << 20).resolve().unwrap();
+        assert_eq!(c.direct_arenas, 2.min(c.heap_arenas.max(2)));
+        let c = builder().max_direct_memory(1 << 20).resolve().unwrap();
+        assert_eq!(c.direct_arenas, 0);
+    }
+
+    #[test]
+    fn environment_variables_override_defaults_and_setters_override_both() {
+        fn env(name: &str) -> Option<String> {
+            match name {
+                "ARENABUF_NUM_DIRECT_ARENAS" => Some("3".into()),
+                "ARENABUF_SMALL_CACHE_SIZE" => Some("128".into()),
+                "ARENABUF_USE_CACHE_FOR_ALL_THREADS" => Some("false".into()),
+                _ => None,
+            }
+        }
+        let c = Builder::new().with_env(env).resolve().unwrap();
+        assert_eq!((c.direct_arenas, c.small_cache_size, c.use_cache_for_all_threads), (3, 128, false));
+        let c = Builder::new().with_env(env).direct_arenas(1).resolve().unwrap();
+        assert_eq!(c.direct_arenas, 1);
+    }
+
+    #[test]
+    fn a_bad_environment_variable_is_named() {
+        fn env(name: &str) -> Option<String> {
+            (name == "ARENABUF_MAX_ORDER").then(|| "nine".into())
+        }
+        let err = Builder::new().with_env(env).resolve().unwrap_err();
+        assert_eq!(err.setting(), "ARENABUF_MAX_ORDER");
+        assert!(err.to_string().contains("nine"));
+    }
+
+    #[test]
+    fn every_invalid_setting_is_rejected_with_its_name_value_and_range() {
+        let cases: Vec<(Builder, &str, &str)> = vec![
+            (builder().page_size(4095), "page_size", "4095"),
+            (builder().page_size(12288), "page_size", "12288"),
+            (builder().max_order(15), "max_order", "15"),
+            (builder().page_size(1 << 20).max_order(11), "max_order", "11"),
+            (builder().heap_arenas(5000), "heap_arenas", "5000"),
+            (
+                builder().direct_arenas(usize::MAX),
+                "direct_arenas",
+                &*Box::leak(usize::MAX.to_string().into_boxed_str()),
+            ),
+            (builder().small_cache_size(1 << 16), "small_cache_size", "65536"),
+            (builder().normal_cache_size(1 << 20), "normal_cache_size", "1048576"),
+            (builder().cache_trim_interval(0), "cache_trim_interval", "0"),
+        ];
+        for (b, setting, value) in cases {
+            let err = b.resolve().unwrap_err();
+            assert_eq!(err.setting(), setting);
+            assert_eq!(err.value(), value);
+            assert!(!err.allowed().is_empty());
+            assert!(err.to_string().contains(setting) && err.to_string().contains(value));
+        }
+    }
+}
