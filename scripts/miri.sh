@@ -12,7 +12,7 @@ if ! cargo +nightly miri --version >/dev/null 2>&1; then
 fi
 
 # The modules whose unsafe code Miri checks; each test filter is a module path.
-modules=(memory:: chunk:: subpage:: arena::)
+modules=(memory:: chunk:: subpage:: arena:: thread_cache:: buf::)
 
 export MIRIFLAGS="${MIRIFLAGS:-} -Zmiri-strict-provenance"
 cargo +nightly miri setup >&2

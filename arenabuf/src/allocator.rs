@@ -117,16 +117,16 @@ impl Pool {
     }
 
     #[inline]
-    fn allocate(self: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
-        if self.arenas(kind).is_empty() {
-            return self.allocate_unpooled(kind, size);
+    fn allocate(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+        if this.arenas(kind).is_empty() {
+            return Pool::allocate_unpooled(this, kind, size);
         }
-        if let Some(result) = thread_local::with_cache(self, |cache| cache.allocate(kind, size)) {
+        if let Some(result) = thread_local::with_cache(this, |cache| cache.allocate(kind, size)) {
             return result;
         }
         // The thread's caches are gone (it is exiting): straight to an arena.
-        let arena = self.least_used(kind).expect("arenas exist");
-        Allocation::uncached(arena, size, self.clone())
+        let arena = this.least_used(kind).expect("arenas exist");
+        Allocation::uncached(arena, size, this.clone())
     }
 
     fn unpooled_counter(&self, kind: MemoryKind) -> &AtomicU64 {
@@ -136,10 +136,10 @@ impl Pool {
         }
     }
 
-    fn allocate_unpooled(self: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
-        let memory = RawMemory::allocate(kind, size.max(1), Some(&self.direct_limit))?;
-        self.unpooled_counter(kind).fetch_add(memory.len() as u64, Ordering::Relaxed);
-        Ok(Allocation::unpooled(memory, self.clone()))
+    fn allocate_unpooled(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+        let memory = RawMemory::allocate(kind, size.max(1), Some(&this.direct_limit))?;
+        this.unpooled_counter(kind).fetch_add(memory.len() as u64, Ordering::Relaxed);
+        Ok(Allocation::unpooled(memory, this.clone()))
     }
 
     pub(crate) fn free_unpooled(&self, memory: RawMemory) {
@@ -387,7 +387,7 @@ impl PooledAllocator {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }
-        let allocation = self.pool().allocate(kind, capacity)?;
+        let allocation = Pool::allocate(self.pool(), kind, capacity)?;
         Ok(ByteBuf::new(allocation, capacity, max_capacity))
     }
 

@@ -131,3 +131,49 @@ impl fmt::Debug for ByteBuf {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::PooledAllocator;
+
+    fn pool() -> PooledAllocator {
+        PooledAllocator::builder()
+            .heap_arenas(1)
+            .direct_arenas(1)
+            .max_order(crate::test_config::MAX_ORDER)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_whole_capacity_is_initialised_and_writable() {
+        let alloc = pool();
+        // All alive at once: each is fresh pool memory, which is zeroed.
+        let mut bufs: Vec<_> = [0, 1, 15, 16, 17, 4096, 40_000].map(|size| alloc.heap_buffer(size)).into();
+        for buf in &mut bufs {
+            assert!(buf.as_slice().iter().all(|&b| b == 0));
+            buf.as_mut_slice().fill(0xEE);
+            assert!(buf.as_slice().iter().all(|&b| b == 0xEE));
+        }
+        let sizes: Vec<usize> = bufs.iter().map(|b| b.as_slice().len()).collect();
+        assert_eq!(sizes, [0, 1, 15, 16, 17, 4096, 40_000]);
+    }
+
+    #[test]
+    fn live_buffers_never_share_bytes() {
+        let alloc = pool();
+        let mut bufs: Vec<_> = (0..64u8).map(|i| (i, alloc.direct_buffer(16 + i as usize * 7))).collect();
+        for (tag, buf) in &mut bufs {
+            buf.as_mut_slice().fill(*tag);
+        }
+        for (tag, buf) in &bufs {
+            assert!(buf.as_slice().iter().all(|b| b == tag));
+        }
+    }
+
+    #[test]
+    fn debug_shows_sizes_not_contents() {
+        let buf = pool().try_heap_buffer(10, 20).unwrap();
+        assert_eq!(format!("{buf:?}"), "ByteBuf { capacity: 10, max_capacity: 20, direct: false }");
+    }
+}

@@ -71,6 +71,7 @@ impl Handle {
         self.0 as u32
     }
 
+    #[cfg(test)]
     /// The raw `u64`.
     #[inline]
     pub(crate) fn bits(self) -> u64 {
@@ -187,6 +188,7 @@ impl Chunk {
         Ok(chunk)
     }
 
+    #[cfg(test)]
     /// Bytes not in any used run.
     #[inline]
     pub(crate) fn free_bytes(&self) -> usize {
@@ -197,10 +199,6 @@ impl Chunk {
     #[inline]
     pub(crate) fn size(&self) -> usize {
         self.memory.len()
-    }
-
-    pub(crate) fn kind(&self) -> MemoryKind {
-        self.memory.kind()
     }
 
     /// Usage in percent as Netty counts it: 100 only when full, else at
@@ -224,6 +222,7 @@ impl Chunk {
         unsafe { NonNull::new_unchecked(self.memory.ptr().as_ptr().add(offset)) }
     }
 
+    #[cfg(test)]
     /// Start of the chunk's memory (for overlap checks and pictures).
     pub(crate) fn base_addr(&self) -> usize {
         self.memory.ptr().as_ptr() as usize
@@ -306,7 +305,7 @@ impl Chunk {
     ) -> Option<u32> {
         let run = self.allocate_run(classes, shape.run_pages)?;
         let page = run.run_offset();
-        self.subpages.init(page, size_idx, classes.size_of(size_idx), shape);
+        self.subpages.init(page, size_idx, shape);
         Some(page)
     }
 
@@ -345,6 +344,7 @@ impl Chunk {
         &mut self.subpages
     }
 
+    #[cfg(test)]
     /// The runs of the chunk in page order: (first page, pages, used).
     pub(crate) fn runs(&self) -> impl Iterator<Item = (u32, u32, bool)> + '_ {
         let mut page = 0;

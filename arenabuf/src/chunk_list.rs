@@ -28,6 +28,7 @@ pub(crate) const NUM_LISTS: usize = 6;
 /// The order in which lists are tried for an allocation (never q100).
 const ALLOCATION_ORDER: [usize; 5] = [Q050, Q025, Q000, QINIT, Q075];
 
+#[cfg(test)]
 /// Display names, in list order.
 pub(crate) const LIST_NAMES: [&str; NUM_LISTS] = ["qInit", "q000", "q025", "q050", "q075", "q100"];
 
@@ -196,6 +197,7 @@ impl ChunkLists {
         Some(self.remove(id))
     }
 
+    #[cfg(test)]
     /// The chunks of `list`, front first.
     pub(crate) fn iter_list(&self, list: usize) -> impl Iterator<Item = (u32, &Chunk)> + '_ {
         let mut id = self.heads[list];
@@ -209,17 +211,10 @@ impl ChunkLists {
         })
     }
 
+    #[cfg(test)]
     /// The list chunk `id` is in.
     pub(crate) fn list_of(&self, id: u32) -> usize {
         self.slots[id as usize].list
-    }
-
-    /// Removes every chunk, for teardown.
-    pub(crate) fn drain(&mut self) -> Vec<Chunk> {
-        self.heads = [NONE; NUM_LISTS];
-        self.free_slot = NONE;
-        self.live_chunks = 0;
-        self.slots.drain(..).filter_map(|s| s.chunk).collect()
     }
 
     fn add_from(&mut self, mut list: usize, id: u32) {

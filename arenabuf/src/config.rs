@@ -499,7 +499,8 @@ mod tests {
     fn direct_arenas_follow_the_direct_memory_cap() {
         // 48 MiB / 4 MiB / 6 = 2 arenas at most.
         let c = builder().max_direct_memory(48 << 20).resolve().unwrap();
-        assert_eq!(c.direct_arenas, 2.min(c.heap_arenas.max(2)));
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.direct_arenas, (2 * cores).min(2));
         let c = builder().max_direct_memory(1 << 20).resolve().unwrap();
         assert_eq!(c.direct_arenas, 0);
     }

@@ -41,11 +41,13 @@ impl MemoryLimit {
         MemoryLimit { used: AtomicUsize::new(0), max }
     }
 
+    #[cfg(test)]
     /// Bytes reserved now.
     pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
+    #[cfg(test)]
     /// The limit.
     pub(crate) fn max(&self) -> usize {
         self.max

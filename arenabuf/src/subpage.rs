@@ -68,7 +68,6 @@ impl SubpageRef {
 /// The state of one subpage.
 #[derive(Debug, Clone)]
 pub(crate) struct Subpage {
-    elem_size: u32,
     size_idx: u32,
     max_elems: u32,
     num_avail: u32,
@@ -81,7 +80,6 @@ pub(crate) struct Subpage {
 
 impl Subpage {
     const UNUSED: Subpage = Subpage {
-        elem_size: 0,
         size_idx: 0,
         max_elems: 0,
         num_avail: 0,
@@ -91,14 +89,6 @@ impl Subpage {
         next: SubpageRef::NONE,
     };
 
-    pub(crate) fn elem_size(&self) -> usize {
-        self.elem_size as usize
-    }
-
-    pub(crate) fn size_idx(&self) -> usize {
-        self.size_idx as usize
-    }
-
     pub(crate) fn max_elems(&self) -> usize {
         self.max_elems as usize
     }
@@ -107,6 +97,7 @@ impl Subpage {
         self.num_avail as usize
     }
 
+    #[cfg(test)]
     pub(crate) fn in_use(&self) -> bool {
         self.in_use
     }
@@ -134,7 +125,7 @@ pub(crate) struct SubpageTable {
 
 impl SubpageTable {
     pub(crate) fn new(page_size: usize, chunk_pages: usize) -> SubpageTable {
-        let words_per_page = ((page_size >> MAX_ELEMENTS_SHIFT) as usize).div_ceil(64);
+        let words_per_page = (page_size >> MAX_ELEMENTS_SHIFT).div_ceil(64);
         SubpageTable {
             subpages: vec![Subpage::UNUSED; chunk_pages].into_boxed_slice(),
             bitmap: vec![0; words_per_page * chunk_pages].into_boxed_slice(),
@@ -151,12 +142,11 @@ impl SubpageTable {
     }
 
     /// Starts a subpage over the run at `page`, all elements free.
-    pub(crate) fn init(&mut self, page: u32, size_idx: usize, elem_size: usize, shape: SubpageShape) {
+    pub(crate) fn init(&mut self, page: u32, size_idx: usize, shape: SubpageShape) {
         let words = self.words(page);
         let used_words = (shape.max_elems as usize).div_ceil(64);
         self.bitmap[words.clone()][..used_words].fill(0);
         self.subpages[page as usize] = Subpage {
-            elem_size: elem_size as u32,
             size_idx: size_idx as u32,
             max_elems: shape.max_elems,
             num_avail: shape.max_elems,
@@ -313,6 +303,7 @@ impl SubpagePools {
         }
     }
 
+    #[cfg(test)]
     /// The subpages in class `size_idx`'s pool, front first.
     pub(crate) fn iter<'a>(
         &self,
@@ -363,7 +354,7 @@ mod tests {
     fn elements_are_handed_out_in_order_and_the_last_freed_comes_back_first() {
         let shape = shape_for(512, 8192, 4);
         let mut table = SubpageTable::new(8192, 4);
-        table.init(1, 0, 512, shape);
+        table.init(1, 0, shape);
         let got: Vec<u32> = (0..16).map(|_| table.alloc(1).unwrap()).collect();
         assert_eq!(got, (0..16).collect::<Vec<_>>());
         assert_eq!(table.alloc(1), None);
@@ -390,7 +381,7 @@ mod tests {
     fn bitmap_search_finds_holes_across_words() {
         let shape = shape_for(16, 8192, 4);
         let mut table = SubpageTable::new(8192, 4);
-        table.init(0, 0, 16, shape);
+        table.init(0, 0, shape);
         for _ in 0..512 {
             table.alloc(0).unwrap();
         }
@@ -406,7 +397,7 @@ mod tests {
     #[should_panic(expected = "freed twice")]
     fn double_free_panics() {
         let mut table = SubpageTable::new(8192, 1);
-        table.init(0, 0, 1024, shape_for(1024, 8192, 1));
+        table.init(0, 0, shape_for(1024, 8192, 1));
         let e = table.alloc(0).unwrap();
         table.free(0, e);
         table.free(0, e);
