@@ -1,9 +1,24 @@
-//! The `arenabuf` command.
+//! The `arenabuf` command: `arenabuf` (the main job), `arenabuf classes`,
+//! `arenabuf demo`.
+
+mod demo;
+
+const USAGE: &str = "usage: arenabuf [classes | demo]";
 
 fn main() {
-    let classes = arenabuf::SizeClasses::new(8192, 9).expect("default geometry");
-    println!("index\tsize\tsmall");
-    for i in 0..classes.num_classes() {
-        println!("{i}\t{}\t{}", classes.size_of(i), classes.is_small(i));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => {
+            demo::print_size_classes();
+            println!();
+            demo::run();
+        }
+        Some("classes") => demo::print_size_classes(),
+        Some("demo") => demo::run(),
+        Some("-h" | "--help" | "help") => println!("{USAGE}"),
+        Some(other) => {
+            eprintln!("arenabuf: unknown command {other:?}\n{USAGE}");
+            std::process::exit(2);
+        }
     }
 }
