@@ -11,7 +11,7 @@ use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{AllocatorMetric, ArenaMetric};
 use crate::size_class::SizeClasses;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
-use crate::thread_cache::Allocation;
+use crate::thread_cache::{self, Allocation};
 use crate::thread_local;
 
 /// Netty's default maximum capacity of a buffer.
@@ -21,6 +21,14 @@ pub const DEFAULT_MAX_CAPACITY: usize = i32::MAX as usize;
 /// each thread's table of caches stays as short as the number of pools
 /// alive at once.
 static POOL_IDS: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+/// The plain methods' panic: the `try_` methods' error, as its message.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn alloc_failed(err: AllocError) -> ! {
+    panic!("{err}")
+}
 
 fn take_pool_id() -> usize {
     let mut ids = POOL_IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -105,7 +113,7 @@ impl Pool {
 
     /// The arena of `kind` with the fewest bound thread caches (ties: the
     /// lowest index).
-    fn least_used(&self, kind: MemoryKind) -> Option<&Arena> {
+    pub(crate) fn least_used(&self, kind: MemoryKind) -> Option<&Arena> {
         self.arenas(kind).iter().min_by_key(|a| a.num_thread_caches())
     }
 
@@ -116,17 +124,9 @@ impl Pool {
         Some(arena)
     }
 
-    #[inline]
-    fn allocate(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
-        if this.arenas(kind).is_empty() {
-            return Pool::allocate_unpooled(this, kind, size);
-        }
-        if let Some(result) = thread_local::with_cache(this, |cache| cache.allocate(kind, size)) {
-            return result;
-        }
-        // The thread's caches are gone (it is exiting): straight to an arena.
-        let arena = this.least_used(kind).expect("arenas exist");
-        Allocation::uncached(arena, size, this.clone())
+    #[inline(always)]
+    pub(crate) fn allocate(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+        thread_cache::allocate(this, kind, size)
     }
 
     fn unpooled_counter(&self, kind: MemoryKind) -> &AtomicU64 {
@@ -136,7 +136,8 @@ impl Pool {
         }
     }
 
-    fn allocate_unpooled(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+    #[cold]
+    pub(crate) fn allocate_unpooled(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
         let memory = RawMemory::allocate(kind, size.max(1), Some(&this.direct_limit))?;
         this.unpooled_counter(kind).fetch_add(memory.len() as u64, Ordering::Relaxed);
         Ok(Allocation::unpooled(memory, this.clone()))
@@ -296,8 +297,9 @@ impl PooledAllocator {
     /// assert!(!buf.is_direct());
     /// ```
     #[must_use]
+    #[inline]
     pub fn heap_buffer(&self, capacity: usize) -> ByteBuf {
-        self.try_heap_buffer(capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| panic!("{e}"))
+        self.buffer_of(MemoryKind::Heap, capacity)
     }
 
     /// A direct (mmap-backed) buffer of `capacity` bytes (maximum capacity
@@ -315,8 +317,25 @@ impl PooledAllocator {
     /// assert!(buf.is_direct());
     /// ```
     #[must_use]
+    #[inline]
     pub fn direct_buffer(&self, capacity: usize) -> ByteBuf {
-        self.try_direct_buffer(capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| panic!("{e}"))
+        self.buffer_of(MemoryKind::Direct, capacity)
+    }
+
+    /// The plain methods: a cache hit inline, everything else out of line.
+    #[inline(always)]
+    fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
+        match thread_cache::allocate_cached(self.pool(), kind, capacity) {
+            Some(allocation) => ByteBuf::new(allocation, capacity, DEFAULT_MAX_CAPACITY.max(capacity)),
+            None => self.buffer_slow(kind, capacity),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn buffer_slow(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
+        self.try_buffer(kind, capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| alloc_failed(e))
     }
 
     /// A buffer of `capacity` bytes of the preferred kind: direct.
@@ -355,6 +374,7 @@ impl PooledAllocator {
     ///     AllocError::CapacityOverflow { requested: 2000, max_capacity: 1000 }
     /// );
     /// ```
+    #[inline]
     pub fn try_heap_buffer(&self, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
         self.try_buffer(MemoryKind::Heap, capacity, max_capacity)
     }
@@ -378,11 +398,12 @@ impl PooledAllocator {
     /// assert!(err.to_string().starts_with("failed to allocate 16777216 byte(s) of direct memory"));
     /// # Ok::<(), arenabuf::ConfigError>(())
     /// ```
+    #[inline]
     pub fn try_direct_buffer(&self, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
         self.try_buffer(MemoryKind::Direct, capacity, max_capacity)
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_buffer(&self, kind: MemoryKind, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });

@@ -29,6 +29,7 @@ pub struct ByteBuf {
 }
 
 impl ByteBuf {
+    #[inline(always)]
     pub(crate) fn new(allocation: Allocation, capacity: usize, max_capacity: usize) -> ByteBuf {
         debug_assert!(capacity <= allocation.len() && capacity <= max_capacity);
         ByteBuf { allocation, capacity, max_capacity }

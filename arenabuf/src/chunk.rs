@@ -33,6 +33,9 @@ const FIELD_MASK: u64 = (1 << 15) - 1;
 pub(crate) struct Handle(u64);
 
 impl Handle {
+    /// No region (for allocations outside the chunks).
+    pub(crate) const NONE: Handle = Handle(0);
+
     #[inline]
     fn run(offset: u32, pages: u32) -> Handle {
         Handle((offset as u64) << OFFSET_SHIFT | (pages as u64) << PAGES_SHIFT | USED_BIT)

@@ -6,6 +6,16 @@
 //! the next allocation of that class from the ring without touching the
 //! arena or any lock.
 //!
+//! # The fast path
+//!
+//! A thread-local `CURRENT` names the cache the thread used last (pool id,
+//! owner part, shared part). Allocation checks the pool id, maps the size to
+//! its class and pops the class's ring; release compares the buffer's shared
+//! part with `CURRENT`'s and pushes the region back. No lock, no atomic
+//! read-modify-write, no reference count: a hit is a few dozen instructions.
+//! Everything else (misses, huge and unpooled buffers, other pools, other
+//! threads) takes the out-of-line slow paths.
+//!
 //! # Cross-thread release
 //!
 //! A buffer released on another thread goes back to the cache of the thread
@@ -28,13 +38,12 @@
 //! Before the owner exits the value cannot reach zero (the bias dwarfs any
 //! number of releases); after, it is exactly the number of live buffers.
 
-use std::collections::VecDeque;
-use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use crate::allocator::Pool;
 use crate::arena::{Arena, PooledRegion};
+use crate::chunk::Handle;
 use crate::error::AllocError;
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
@@ -45,7 +54,7 @@ use crate::thread_local;
 const OWNER_BIAS: usize = 1 << (usize::BITS - 2);
 /// Regions other threads can queue for one cache before releasing to arenas.
 const REMOTE_QUEUE_CAPACITY: usize = 1024;
-/// How often (in lookups) a time-based trim checks the clock.
+/// With a time-based trim, the clock is checked every this many lookups.
 const CLOCK_CHECK_EVERY: u32 = 256;
 
 /// A region on its way back to a cache from another thread.
@@ -54,6 +63,10 @@ struct RemoteRegion {
     arena: NonNull<Arena>,
     region: PooledRegion,
 }
+
+// SAFETY: a RemoteRegion names a region and its arena; the arena is `Sync`
+// and outlives the region (the pool is held by the queue's CacheShared).
+unsafe impl Send for RemoteRegion {}
 
 impl RemoteRegion {
     /// Gives the region back to its arena.
@@ -72,6 +85,9 @@ impl RemoteRegion {
 /// The part of a thread cache that other threads reach.
 pub(crate) struct CacheShared {
     pool: Arc<Pool>,
+    classes: Arc<SizeClasses>,
+    /// The bound arena per kind (heap, direct), `None` without arenas.
+    arenas: [Option<NonNull<Arena>>; 2],
     remote: ArrayQueue<RemoteRegion>,
     /// Set when the owner thread has exited: releases then go to arenas.
     closed: AtomicBool,
@@ -79,56 +95,11 @@ pub(crate) struct CacheShared {
     outstanding: AtomicUsize,
 }
 
-impl CacheShared {
-    /// Frees the shared part and the regions still queued in it.
-    ///
-    /// # Safety
-    ///
-    /// `this` came from `Box::into_raw` in [`ThreadCache::new`], and the
-    /// caller brought `outstanding` to zero: nobody else uses it any more.
-    unsafe fn destroy(this: NonNull<CacheShared>) {
-        // SAFETY: by this function's contract we are the last user.
-        let shared = unsafe { Box::from_raw(this.as_ptr()) };
-        while let Some(region) = shared.remote.pop() {
-            // SAFETY: `shared.pool` keeps every arena of the pool alive.
-            unsafe { region.free_to_arena() };
-        }
-    }
-}
-
-/// Who keeps a buffer's arena alive, and where its region goes back.
-#[derive(Debug)]
-pub(crate) enum Owner {
-    /// Allocated through a thread cache.
-    Cache(NonNull<CacheShared>),
-    /// Allocated without one (the thread's caches were already torn down).
-    Pool(Arc<Pool>),
-}
-
-/// Where a buffer's memory comes from and how it is given back.
-#[derive(Debug)]
-enum Source {
-    Pooled { arena: NonNull<Arena>, region: PooledRegion, owner: Owner },
-    Huge { arena: NonNull<Arena>, memory: RawMemory, owner: Owner },
-    Unpooled { memory: RawMemory, pool: Arc<Pool> },
-}
-
-/// A region of memory owned by one buffer; dropping it gives it back.
-#[derive(Debug)]
-pub(crate) struct Allocation {
-    ptr: NonNull<u8>,
-    len: usize,
-    direct: bool,
-    source: ManuallyDrop<Source>,
-}
-
-// SAFETY: the region is exclusively the allocation's; the arena and the
-// cache's shared part it points to are `Sync` (a mutex, atomics and a
-// lock-free queue) and stay alive while the allocation does (module docs),
-// so it may move to and be used from any thread.
-unsafe impl Send for Allocation {}
-// SAFETY: `&Allocation` exposes only the pointer and length.
-unsafe impl Sync for Allocation {}
+// SAFETY: the arena pointers point into `pool`, which the shared part owns a
+// reference to; arenas are `Sync`. Everything else is `Send + Sync`.
+unsafe impl Send for CacheShared {}
+// SAFETY: as above.
+unsafe impl Sync for CacheShared {}
 
 impl std::fmt::Debug for CacheShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,9 +110,77 @@ impl std::fmt::Debug for CacheShared {
     }
 }
 
+impl CacheShared {
+    /// Frees the shared part and the regions still queued in it.
+    ///
+    /// # Safety
+    ///
+    /// `this` came from `Box::leak` in [`ThreadCache::new`], and the caller
+    /// brought `outstanding` to zero: nobody else uses it any more.
+    unsafe fn destroy(this: NonNull<CacheShared>) {
+        // SAFETY: by this function's contract we are the last user.
+        let shared = unsafe { Box::from_raw(this.as_ptr()) };
+        while let Some(region) = shared.remote.pop() {
+            // SAFETY: `shared.pool` keeps every arena of the pool alive.
+            unsafe { region.free_to_arena() };
+        }
+    }
+}
+
+/// What an allocation's `owner` pointer points to, by tag.
+const SOURCE_MASK: u8 = 0b110;
+/// A pooled region from a thread cache: `owner` is its `CacheShared`.
+const SOURCE_CACHE: u8 = 0b000;
+/// Anything else: `owner` is a `Box<Detached>`.
+const SOURCE_DETACHED: u8 = 0b010;
+/// Bit 0 of the tag: direct memory.
+const DIRECT: u8 = 0b001;
+
+/// The rare kinds of allocation, kept out of line so that `Allocation` stays
+/// small: a pooled region without a cache (the thread was exiting), a huge
+/// block, an unpooled block.
+#[derive(Debug)]
+enum Detached {
+    Uncached { arena: NonNull<Arena>, pool: Arc<Pool> },
+    Huge { arena: NonNull<Arena>, memory: RawMemory, owner: HugeOwner },
+    Unpooled { memory: RawMemory, pool: Arc<Pool> },
+}
+
+/// Who keeps a huge block's arena alive.
+#[derive(Debug)]
+enum HugeOwner {
+    /// Counted in a thread cache's outstanding buffers.
+    Cache(NonNull<CacheShared>),
+    Pool(Arc<Pool>),
+}
+
+/// A region of memory owned by one buffer; dropping it gives it back.
+///
+/// 32 bytes: the region's address, its handle and chunk (for pooled
+/// regions), its size class, a tag (memory kind and source) and one owner
+/// pointer, a `CacheShared` for regions from thread caches, or a boxed
+/// [`Detached`] for the rest.
+#[derive(Debug)]
+pub(crate) struct Allocation {
+    ptr: NonNull<u8>,
+    handle: Handle,
+    chunk: u32,
+    size_idx: u8,
+    tag: u8,
+    owner: NonNull<()>,
+}
+
+// SAFETY: the region is exclusively the allocation's; what `owner` points to
+// (a CacheShared: atomics, a lock-free queue, arenas behind mutexes; or a
+// Detached the allocation owns) is `Send + Sync` and stays alive while the
+// allocation does (module docs), so it may move to and be used from any thread.
+unsafe impl Send for Allocation {}
+// SAFETY: `&Allocation` exposes only addresses and sizes.
+unsafe impl Sync for Allocation {}
+
 impl Allocation {
     /// Address of the first byte.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ptr(&self) -> NonNull<u8> {
         self.ptr
     }
@@ -149,23 +188,72 @@ impl Allocation {
     /// Bytes usable: the class size for pooled regions, the exact size else.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        match self.detached() {
+            None => self.shared().classes.size_of(self.size_idx as usize),
+            Some(Detached::Uncached { arena, .. }) => {
+                // SAFETY: the Detached holds the pool, which owns the arena.
+                unsafe { arena.as_ref() }.size_classes().size_of(self.size_idx as usize)
+            }
+            Some(Detached::Huge { memory, .. } | Detached::Unpooled { memory, .. }) => memory.len(),
+        }
     }
 
     /// Whether the memory is direct (mmap-backed) rather than heap.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_direct(&self) -> bool {
-        self.direct
+        self.tag & DIRECT != 0
+    }
+
+    /// Heap or direct.
+    #[inline(always)]
+    pub(crate) fn kind(&self) -> MemoryKind {
+        if self.is_direct() {
+            MemoryKind::Direct
+        } else {
+            MemoryKind::Heap
+        }
+    }
+
+    fn shared(&self) -> &CacheShared {
+        debug_assert_eq!(self.tag & SOURCE_MASK, SOURCE_CACHE);
+        // SAFETY: a cache-sourced allocation is counted in its CacheShared's
+        // outstanding buffers, which keeps the shared part alive.
+        unsafe { self.owner.cast::<CacheShared>().as_ref() }
+    }
+
+    fn detached(&self) -> Option<&Detached> {
+        if self.tag & SOURCE_MASK == SOURCE_CACHE {
+            return None;
+        }
+        // SAFETY: for other sources `owner` is the allocation's own box.
+        Some(unsafe { self.owner.cast::<Detached>().as_ref() })
+    }
+
+    fn tag_for(kind: MemoryKind, source: u8) -> u8 {
+        source | if kind == MemoryKind::Direct { DIRECT } else { 0 }
+    }
+
+    fn from_detached(
+        ptr: NonNull<u8>,
+        kind: MemoryKind,
+        detached: Detached,
+        region: Option<PooledRegion>,
+    ) -> Allocation {
+        let (handle, chunk, size_idx) = region.map_or((Handle::NONE, 0, 0), |r| (r.handle, r.chunk, r.size_idx as u8));
+        Allocation {
+            ptr,
+            handle,
+            chunk,
+            size_idx,
+            tag: Allocation::tag_for(kind, SOURCE_DETACHED),
+            owner: NonNull::from(Box::leak(Box::new(detached))).cast(),
+        }
     }
 
     /// A buffer of a pool with no arena of its kind.
     pub(crate) fn unpooled(memory: RawMemory, pool: Arc<Pool>) -> Allocation {
-        Allocation {
-            ptr: memory.ptr(),
-            len: memory.len(),
-            direct: memory.kind() == MemoryKind::Direct,
-            source: ManuallyDrop::new(Source::Unpooled { memory, pool }),
-        }
+        let (ptr, kind) = (memory.ptr(), memory.kind());
+        Allocation::from_detached(ptr, kind, Detached::Unpooled { memory, pool }, None)
     }
 
     /// A region allocated straight from `arena`, with no cache.
@@ -174,74 +262,153 @@ impl Allocation {
         match arena.size_classes().index_of(size) {
             Some(idx) => {
                 let region = arena.allocate(idx)?;
-                Ok(Allocation::pooled(arena, arena_ptr, region, Owner::Pool(pool)))
+                let detached = Detached::Uncached { arena: arena_ptr, pool };
+                Ok(Allocation::from_detached(region.ptr, arena.kind(), detached, Some(region)))
             }
             None => {
                 let memory = arena.allocate_huge(size)?;
-                Ok(Allocation::huge(arena_ptr, memory, Owner::Pool(pool)))
+                let detached = Detached::Huge { arena: arena_ptr, memory, owner: HugeOwner::Pool(pool) };
+                Ok(Allocation::from_huge(arena.kind(), detached))
             }
         }
     }
 
-    fn pooled(arena: &Arena, arena_ptr: NonNull<Arena>, region: PooledRegion, owner: Owner) -> Allocation {
+    fn from_huge(kind: MemoryKind, detached: Detached) -> Allocation {
+        let Detached::Huge { memory, .. } = &detached else { unreachable!("a huge block") };
+        let ptr = memory.ptr();
+        Allocation::from_detached(ptr, kind, detached, None)
+    }
+
+    /// A region from a thread cache's ring or its arena.
+    #[inline(always)]
+    fn cached(kind: MemoryKind, entry: CachedRegion, size_idx: usize, shared: NonNull<CacheShared>) -> Allocation {
         Allocation {
-            ptr: region.ptr,
-            len: arena.size_classes().size_of(region.size_idx as usize),
-            direct: arena.kind() == MemoryKind::Direct,
-            source: ManuallyDrop::new(Source::Pooled { arena: arena_ptr, region, owner }),
+            ptr: entry.ptr,
+            handle: entry.handle,
+            chunk: entry.chunk,
+            size_idx: size_idx as u8,
+            tag: Allocation::tag_for(kind, SOURCE_CACHE),
+            owner: shared.cast(),
         }
     }
 
-    fn huge(arena: NonNull<Arena>, memory: RawMemory, owner: Owner) -> Allocation {
-        Allocation {
-            ptr: memory.ptr(),
-            len: memory.len(),
-            direct: memory.kind() == MemoryKind::Direct,
-            source: ManuallyDrop::new(Source::Huge { arena, memory, owner }),
+    #[cold]
+    fn drop_detached(&mut self) {
+        // SAFETY: the box was leaked in `from_detached` and is reclaimed once,
+        // here, in drop.
+        let detached = unsafe { Box::from_raw(self.owner.cast::<Detached>().as_ptr()) };
+        match *detached {
+            Detached::Uncached { arena, pool } => {
+                // SAFETY: `pool` owns the arena and lives to the end of this arm.
+                unsafe { arena.as_ref() }.free(self.chunk, self.handle, self.size_idx as usize);
+                drop(pool);
+            }
+            Detached::Huge { arena, memory, owner } => {
+                // SAFETY: `owner` keeps the pool, and so the arena, alive until
+                // it is released below.
+                unsafe { arena.as_ref() }.free_huge(memory);
+                match owner {
+                    // SAFETY: counted in the shared part, so alive.
+                    HugeOwner::Cache(shared) => unsafe { release_to_owner(shared, None) },
+                    HugeOwner::Pool(pool) => drop(pool),
+                }
+            }
+            Detached::Unpooled { memory, pool } => pool.free_unpooled(memory),
         }
     }
 }
 
 impl Drop for Allocation {
+    #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: `source` is taken exactly once, here, and never used again.
-        let source = unsafe { ManuallyDrop::take(&mut self.source) };
-        match source {
-            Source::Pooled { arena, region, owner: Owner::Cache(shared) } => {
-                // SAFETY: this allocation is counted in `shared`'s outstanding
-                // buffers, so `shared` (and through it the arena) is alive.
-                unsafe { release_to_owner(shared, Some(RemoteRegion { arena, region })) }
-            }
-            Source::Pooled { arena, region, owner: Owner::Pool(pool) } => {
-                // SAFETY: `pool` owns the arena and is alive until the end of
-                // this arm.
-                let arena = unsafe { arena.as_ref() };
-                arena.free(region.chunk, region.handle, region.size_idx as usize);
-                drop(pool);
-            }
-            Source::Huge { arena, memory, owner } => {
-                // SAFETY: `owner` keeps the pool, and so the arena, alive
-                // until it is released below.
-                unsafe { arena.as_ref() }.free_huge(memory);
-                match owner {
-                    // SAFETY: as for pooled regions: counted, so alive.
-                    Owner::Cache(shared) => unsafe { release_to_owner(shared, None) },
-                    Owner::Pool(pool) => drop(pool),
-                }
-            }
-            Source::Unpooled { memory, pool } => pool.free_unpooled(memory),
+        if self.tag & SOURCE_MASK != SOURCE_CACHE {
+            return self.drop_detached();
         }
+        let shared = self.owner.cast::<CacheShared>();
+        let entry = CachedRegion { ptr: self.ptr, handle: self.handle, chunk: self.chunk };
+        let (kind, size_idx) = (self.kind(), self.size_idx as usize);
+        if let Some(cache) = thread_local::current_cache_with(shared) {
+            // SAFETY: `CURRENT` names this thread's live cache whose shared part
+            // is this allocation's: we are on its owner thread, and no other
+            // reference to the cache is active (the pool never calls back into
+            // user code while it holds one).
+            unsafe { (*cache.as_ptr()).release_local(kind, size_idx, entry) };
+            return;
+        }
+        // SAFETY: this allocation is counted in `shared`'s outstanding buffers,
+        // so `shared` is alive; this call ends its count.
+        unsafe { release_slow(shared, kind, size_idx, entry) }
     }
 }
 
+/// Allocates `size` bytes of `kind` memory for the calling thread: from its
+/// cache when the thread's `CURRENT` cache belongs to `pool`, else through
+/// the thread's table of caches.
+#[inline(always)]
+pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+    if let Some(cache) = thread_local::current_cache(pool.id()) {
+        // SAFETY: `CURRENT` names this thread's live cache for `pool`; no other
+        // reference to it is active (nothing re-enters the pool meanwhile).
+        let cache = unsafe { &mut *cache.as_ptr() };
+        if let Some(allocation) = cache.allocate_cached(kind, size) {
+            return Ok(allocation);
+        }
+        return cache.allocate_slow(kind, size);
+    }
+    allocate_unbound(pool, kind, size)
+}
+
+/// The hit path alone: a cached region for the calling thread, or `None`
+/// for anything that needs more (a miss, another pool, a huge size).
+#[inline(always)]
+pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Option<Allocation> {
+    let cache = thread_local::current_cache(pool.id())?;
+    // SAFETY: as in `allocate`.
+    unsafe { &mut *cache.as_ptr() }.allocate_cached(kind, size)
+}
+
+/// The thread's `CURRENT` cache is another pool's, or none yet.
+#[cold]
+#[inline(never)]
+fn allocate_unbound(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+    let through_cache = thread_local::with_cache(pool, |cache| match cache.allocate_cached(kind, size) {
+        Some(allocation) => Ok(allocation),
+        None => cache.allocate_slow(kind, size),
+    });
+    if let Some(result) = through_cache {
+        return result;
+    }
+    // The thread's caches are gone (it is exiting): straight to an arena.
+    match pool.least_used(kind) {
+        Some(arena) => Allocation::uncached(arena, size, pool.clone()),
+        None => Pool::allocate_unpooled(pool, kind, size),
+    }
+}
+
+/// Release on a thread whose `CURRENT` is another cache: the owner's cache
+/// if this thread is the owner after all, else the shared queue.
+///
+/// # Safety
+///
+/// As [`release_to_owner`].
+#[cold]
+unsafe fn release_slow(shared_ptr: NonNull<CacheShared>, kind: MemoryKind, size_idx: usize, entry: CachedRegion) {
+    // SAFETY: counted, so alive (this function's contract).
+    let shared = unsafe { shared_ptr.as_ref() };
+    let arena = shared.arenas[kind_index(kind)].expect("a pooled region has an arena");
+    let region = PooledRegion { ptr: entry.ptr, chunk: entry.chunk, handle: entry.handle, size_idx: size_idx as u32 };
+    // SAFETY: passed on from the caller.
+    unsafe { release_to_owner(shared_ptr, Some(RemoteRegion { arena, region })) }
+}
+
 /// Gives a region (or, for huge buffers, just the count) back to the cache
-/// that allocated it: straight into its rings on the owner thread, through
-/// the queue from any other thread.
+/// that allocated it: into its rings on the owner thread, through the queue
+/// from any other thread.
 ///
 /// # Safety
 ///
 /// The caller's buffer is counted in `shared`'s outstanding buffers and this
-/// call ends it.
+/// call ends that count.
 unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<RemoteRegion>) {
     // SAFETY: counted, so alive (this function's contract).
     let shared = unsafe { shared_ptr.as_ref() };
@@ -269,18 +436,81 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
     }
 }
 
-/// Cached regions of one size class.
+/// A cached region: what a ring keeps of it.
+#[derive(Debug, Clone, Copy)]
+struct CachedRegion {
+    ptr: NonNull<u8>,
+    handle: Handle,
+    chunk: u32,
+}
+
+/// Cached regions of one size class: a FIFO ring whose storage is made on
+/// first use and whose capacity is a power of two.
 #[derive(Debug)]
 struct Ring {
-    regions: VecDeque<PooledRegion>,
-    capacity: usize,
+    /// Empty until the first push, then `capacity` long. Entries outside
+    /// `head .. tail` are stale copies, never read.
+    slots: Box<[CachedRegion]>,
+    /// Free-running positions: `tail - head` regions are cached.
+    head: u32,
+    tail: u32,
+    /// `slots.len() - 1` once the slots exist.
+    mask: u32,
+    /// `slots.len()`: 0 until the slots exist, so an unmade ring reads as
+    /// full and the hot path needs no separate check.
+    room: u32,
+    /// The configured capacity (a power of two, or 0: not cached).
+    capacity: u32,
     /// Allocations served since the last trim.
-    hits: usize,
+    hits: u32,
 }
 
 impl Ring {
     fn new(capacity: usize) -> Ring {
-        Ring { regions: VecDeque::new(), capacity, hits: 0 }
+        Ring { slots: Box::default(), head: 0, tail: 0, mask: 0, room: 0, capacity: capacity as u32, hits: 0 }
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        self.tail.wrapping_sub(self.head)
+    }
+
+    #[inline(always)]
+    fn pop(&mut self) -> Option<CachedRegion> {
+        if self.head == self.tail {
+            return None;
+        }
+        debug_assert!(self.room > 0 && self.slots.len() == self.room as usize);
+        // SAFETY: a non-empty ring has `room` slots, a power of two, and
+        // `head & mask < room`.
+        let slot = unsafe { *self.slots.get_unchecked((self.head & self.mask) as usize) };
+        self.head = self.head.wrapping_add(1);
+        Some(slot)
+    }
+
+    /// Adds a region at the back; gives it back when the ring is full.
+    #[inline(always)]
+    fn push(&mut self, region: CachedRegion) -> Result<(), CachedRegion> {
+        if self.len() == self.room {
+            return self.push_slow(region);
+        }
+        // SAFETY: `len < room`, so the slots exist (`room` of them, a power of
+        // two) and `tail & mask < room`.
+        unsafe { *self.slots.get_unchecked_mut((self.tail & self.mask) as usize) = region };
+        self.tail = self.tail.wrapping_add(1);
+        Ok(())
+    }
+
+    /// The ring is full, or its storage is not made yet.
+    #[cold]
+    fn push_slow(&mut self, region: CachedRegion) -> Result<(), CachedRegion> {
+        if self.room != 0 || self.capacity == 0 {
+            return Err(region);
+        }
+        self.slots = vec![region; self.capacity as usize].into_boxed_slice();
+        self.room = self.capacity;
+        self.mask = self.capacity - 1;
+        self.push(region)
     }
 }
 
@@ -292,22 +522,21 @@ struct KindCache {
 }
 
 impl KindCache {
-    fn arena(&self) -> &Arena {
-        let arena = self.arena.expect("the pool has arenas of this kind");
+    fn arena(&self) -> Option<&Arena> {
         // SAFETY: the arena belongs to the pool held by this cache's shared
         // part, which outlives the ThreadCache.
-        unsafe { arena.as_ref() }
+        self.arena.map(|arena| unsafe { arena.as_ref() })
     }
 
-    /// Frees up to `count` of the oldest regions of `idx` to the arena.
+    /// Frees up to `count` of the oldest regions of class `idx` to the arena.
     fn free_oldest(&mut self, idx: usize, count: usize) {
         let Some(arena) = self.arena else { return };
         // SAFETY: as in `arena()`.
         let arena = unsafe { arena.as_ref() };
         let ring = &mut self.rings[idx];
-        for _ in 0..count.min(ring.regions.len()) {
-            let region = ring.regions.pop_front().expect("counted");
-            arena.free(region.chunk, region.handle, region.size_idx as usize);
+        for _ in 0..count.min(ring.len() as usize) {
+            let region = ring.pop().expect("counted");
+            arena.free(region.chunk, region.handle, idx);
         }
     }
 }
@@ -317,16 +546,22 @@ impl KindCache {
 pub(crate) struct ThreadCache {
     shared: NonNull<CacheShared>,
     classes: Arc<SizeClasses>,
-    /// Indexed by `MemoryKind as usize`: heap, direct.
+    /// Indexed by `kind_index`: heap, direct.
     kinds: [KindCache; 2],
     /// Buffers allocated through this cache and not released on this thread.
     local_out: usize,
+    /// Lookups left until the next trim (or clock check).
+    countdown: u32,
+    /// The lookups the running countdown started from.
+    span: u32,
+    /// Lookups since the last trim, not counting the running countdown.
     lookups: u32,
     trim_interval: u32,
     trim_period: Option<Duration>,
     last_trim: Instant,
 }
 
+#[inline(always)]
 fn kind_index(kind: MemoryKind) -> usize {
     match kind {
         MemoryKind::Heap => 0,
@@ -354,33 +589,42 @@ impl ThreadCache {
         };
         let kind_cache = |kind| {
             let arena = pool.bind_least_used(kind);
-            let rings = match arena {
-                Some(_) => (0..cached_classes).map(|idx| Ring::new(ring_capacity(idx))).collect(),
-                None => Box::default(),
-            };
+            // A ring for every class (capacity 0 where nothing is cached), so
+            // that the hot path indexes without a bounds check.
+            let rings = (0..classes.num_classes())
+                .map(|idx| Ring::new(if idx < cached_classes && arena.is_some() { ring_capacity(idx) } else { 0 }))
+                .collect();
             KindCache { arena: arena.map(NonNull::from), rings }
         };
         let kinds = [kind_cache(MemoryKind::Heap), kind_cache(MemoryKind::Direct)];
         let shared = Box::new(CacheShared {
             pool: pool.clone(),
+            classes: classes.clone(),
+            arenas: [kinds[0].arena, kinds[1].arena],
             remote: ArrayQueue::new(REMOTE_QUEUE_CAPACITY),
             closed: AtomicBool::new(false),
             outstanding: AtomicUsize::new(OWNER_BIAS),
         });
-        ThreadCache {
+        let trim_period =
+            (config.cache_trim_interval_millis > 0).then(|| Duration::from_millis(config.cache_trim_interval_millis));
+        let mut cache = ThreadCache {
             shared: NonNull::from(Box::leak(shared)),
             classes,
             kinds,
             local_out: 0,
+            countdown: 0,
+            span: 0,
             lookups: 0,
             trim_interval: config.cache_trim_interval,
-            trim_period: (config.cache_trim_interval_millis > 0)
-                .then(|| Duration::from_millis(config.cache_trim_interval_millis)),
+            trim_period,
             last_trim: Instant::now(),
-        }
+        };
+        cache.reset_countdown();
+        cache
     }
 
     /// The shared part, for identity checks.
+    #[inline]
     pub(crate) fn shared_ptr(&self) -> NonNull<CacheShared> {
         self.shared
     }
@@ -396,52 +640,81 @@ impl ThreadCache {
         self.shared().pool.is_closed()
     }
 
-    /// Allocates `size` bytes of `kind` memory: from the class's ring when it
-    /// has a region, else from the bound arena.
-    #[inline]
-    pub(crate) fn allocate(&mut self, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
-        let k = kind_index(kind);
-        let Some(idx) = self.classes.index_of(size) else {
-            let arena = self.kinds[k].arena();
-            let memory = arena.allocate_huge(size)?;
-            let arena = NonNull::from(arena);
-            self.local_out += 1;
-            return Ok(Allocation::huge(arena, memory, Owner::Cache(self.shared)));
-        };
-        if idx < self.kinds[k].rings.len() {
-            self.count_lookup();
-            if let Some(region) = self.take_cached(k, idx) {
-                self.local_out += 1;
-                let cache = &self.kinds[k];
-                return Ok(Allocation::pooled(
-                    cache.arena(),
-                    cache.arena.expect("bound"),
-                    region,
-                    Owner::Cache(self.shared),
-                ));
-            }
-        }
-        let cache = &self.kinds[k];
-        let arena = cache.arena();
-        let region = arena.allocate(idx)?;
-        self.local_out += 1;
-        Ok(Allocation::pooled(arena, cache.arena.expect("bound"), region, Owner::Cache(self.shared)))
+    fn reset_countdown(&mut self) {
+        let left = self.trim_interval.saturating_sub(self.lookups).max(1);
+        self.span = if self.trim_period.is_some() { left.min(CLOCK_CHECK_EVERY) } else { left };
+        self.countdown = self.span;
     }
 
-    #[inline]
-    fn take_cached(&mut self, k: usize, idx: usize) -> Option<PooledRegion> {
-        let ring = &mut self.kinds[k].rings[idx];
-        if let Some(region) = ring.regions.pop_front() {
-            ring.hits += 1;
-            return Some(region);
-        }
-        if self.drain_remote() == 0 {
-            return None;
-        }
-        let ring = &mut self.kinds[k].rings[idx];
-        let region = ring.regions.pop_front()?;
+    /// The hit path: a region of `size`'s class from the ring, or `None`.
+    #[inline(always)]
+    pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<Allocation> {
+        let idx = self.classes.index_of(size)?;
+        let rings = &mut self.kinds[kind_index(kind)].rings;
+        debug_assert_eq!(rings.len(), self.classes.num_classes());
+        // SAFETY: `index_of` returns a class index, and there is a ring for
+        // every class.
+        let ring = unsafe { rings.get_unchecked_mut(idx) };
+        let region = ring.pop()?;
         ring.hits += 1;
-        Some(region)
+        self.local_out += 1;
+        self.countdown -= 1;
+        if self.countdown == 0 {
+            self.countdown_expired();
+        }
+        Some(Allocation::cached(kind, region, idx, self.shared))
+    }
+
+    /// Every other allocation: misses, huge blocks, kinds without arenas.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn allocate_slow(&mut self, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+        let k = kind_index(kind);
+        let Some(arena) = self.kinds[k].arena() else {
+            return Pool::allocate_unpooled(&self.shared().pool, kind, size);
+        };
+        let Some(idx) = self.classes.index_of(size) else {
+            let memory = arena.allocate_huge(size)?;
+            let detached = Detached::Huge { arena: NonNull::from(arena), memory, owner: HugeOwner::Cache(self.shared) };
+            self.local_out += 1;
+            return Ok(Allocation::from_huge(kind, detached));
+        };
+        if self.kinds[k].rings[idx].capacity > 0 {
+            self.countdown -= 1;
+            if self.countdown == 0 {
+                self.countdown_expired();
+            }
+            if self.drain_remote() > 0 {
+                let ring = &mut self.kinds[k].rings[idx];
+                if let Some(region) = ring.pop() {
+                    ring.hits += 1;
+                    self.local_out += 1;
+                    return Ok(Allocation::cached(kind, region, idx, self.shared));
+                }
+            }
+        }
+        let arena = self.kinds[k].arena().expect("checked above");
+        let region = arena.allocate(idx)?;
+        self.local_out += 1;
+        let entry = CachedRegion { ptr: region.ptr, handle: region.handle, chunk: region.chunk };
+        Ok(Allocation::cached(kind, entry, idx, self.shared))
+    }
+
+    /// The owner thread's release: into the class's ring, or to the arena
+    /// when the ring is full or the class is not cached.
+    #[inline(always)]
+    fn release_local(&mut self, kind: MemoryKind, size_idx: usize, region: CachedRegion) {
+        self.local_out -= 1;
+        let cache = &mut self.kinds[kind_index(kind)];
+        debug_assert!(size_idx < cache.rings.len());
+        // SAFETY: a pooled region's size index is a class index, and there is
+        // a ring for every class.
+        let ring = unsafe { cache.rings.get_unchecked_mut(size_idx) };
+        if ring.push(region).is_ok() {
+            return;
+        }
+        let arena = cache.arena().expect("a pooled region has an arena");
+        arena.free(region.chunk, region.handle, size_idx);
     }
 
     /// Moves regions released on other threads into the rings; returns how
@@ -464,8 +737,9 @@ impl ThreadCache {
         let k = self.kinds.iter().position(|c| c.arena == Some(remote.arena));
         if let Some(k) = k {
             if let Some(ring) = self.kinds[k].rings.get_mut(remote.region.size_idx as usize) {
-                if ring.regions.len() < ring.capacity {
-                    ring.regions.push_back(remote.region);
+                let region =
+                    CachedRegion { ptr: remote.region.ptr, handle: remote.region.handle, chunk: remote.region.chunk };
+                if ring.push(region).is_ok() {
                     return;
                 }
             }
@@ -474,15 +748,14 @@ impl ThreadCache {
         unsafe { remote.free_to_arena() };
     }
 
-    #[inline]
-    fn count_lookup(&mut self) {
-        self.lookups += 1;
-        if self.lookups >= self.trim_interval {
+    #[cold]
+    fn countdown_expired(&mut self) {
+        self.lookups += self.span;
+        let period_over = self.trim_period.is_some_and(|period| self.last_trim.elapsed() >= period);
+        if self.lookups >= self.trim_interval || period_over {
             self.trim();
-        } else if let Some(period) = self.trim_period {
-            if self.lookups % CLOCK_CHECK_EVERY == 0 && self.last_trim.elapsed() >= period {
-                self.trim();
-            }
+        } else {
+            self.reset_countdown();
         }
     }
 
@@ -492,10 +765,11 @@ impl ThreadCache {
     pub(crate) fn trim(&mut self) {
         self.lookups = 0;
         self.last_trim = Instant::now();
+        self.reset_countdown();
         for cache in &mut self.kinds {
             for idx in 0..cache.rings.len() {
                 let ring = &mut cache.rings[idx];
-                let excess = ring.capacity.saturating_sub(ring.hits);
+                let excess = ring.capacity.saturating_sub(ring.hits) as usize;
                 ring.hits = 0;
                 cache.free_oldest(idx, excess);
             }
@@ -508,11 +782,69 @@ impl ThreadCache {
     }
 }
 
+/// A thread's caches by pool id. It owns them, boxed and addressed only
+/// through the raw pointer each box became, so that `CURRENT`'s copy of
+/// that pointer stays valid however the table is used.
+#[derive(Debug, Default)]
+pub(crate) struct CacheTable {
+    slots: Vec<Option<NonNull<ThreadCache>>>,
+}
+
+impl CacheTable {
+    pub(crate) const fn new() -> CacheTable {
+        CacheTable { slots: Vec::new() }
+    }
+
+    /// The cache for pool `id`.
+    pub(crate) fn get(&self, id: usize) -> Option<NonNull<ThreadCache>> {
+        self.slots.get(id).copied().flatten()
+    }
+
+    /// Runs `f` on the cache for pool `id`, if there is one.
+    pub(crate) fn with<R>(&mut self, id: usize, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
+        let cache = self.get(id)?;
+        // SAFETY: the table owns the cache (from `Box::into_raw` in `insert`,
+        // freed only in `remove_where` and `drop`), and `&mut self` on this
+        // thread's table means no other reference to it is active.
+        Some(f(unsafe { &mut *cache.as_ptr() }))
+    }
+
+    /// Stores the cache for pool `id` and returns where it lives.
+    pub(crate) fn insert(&mut self, id: usize, cache: ThreadCache) -> NonNull<ThreadCache> {
+        if self.slots.len() <= id {
+            self.slots.resize(id + 1, None);
+        }
+        debug_assert!(self.slots[id].is_none());
+        let cache = NonNull::from(Box::leak(Box::new(cache)));
+        self.slots[id] = Some(cache);
+        cache
+    }
+
+    /// Drops the caches for which `dead` says so.
+    pub(crate) fn remove_where(&mut self, dead: impl Fn(&ThreadCache) -> bool) {
+        for slot in &mut self.slots {
+            // SAFETY: as in `with`: owned by the table, no other reference active.
+            if slot.is_some_and(|cache| dead(unsafe { cache.as_ref() })) {
+                let cache = slot.take().expect("checked");
+                // SAFETY: from `Box::leak` in `insert`, freed once, here.
+                drop(unsafe { Box::from_raw(cache.as_ptr()) });
+            }
+        }
+    }
+}
+
+impl Drop for CacheTable {
+    fn drop(&mut self) {
+        self.remove_where(|_| true);
+    }
+}
+
 impl Drop for ThreadCache {
     /// The thread is exiting (or the pool is closed): every cached region goes
     /// back to its arena, the arenas' cache counts drop, and the shared part
     /// is settled.
     fn drop(&mut self) {
+        thread_local::forget_current(self.shared);
         let shared_ptr = self.shared;
         // SAFETY: still alive: the bias is removed only at the end of this fn.
         let shared = unsafe { shared_ptr.as_ref() };
@@ -521,8 +853,8 @@ impl Drop for ThreadCache {
             for idx in 0..cache.rings.len() {
                 cache.free_oldest(idx, usize::MAX);
             }
-            if cache.arena.is_some() {
-                cache.arena().unbind_thread_cache();
+            if let Some(arena) = cache.arena() {
+                arena.unbind_thread_cache();
             }
         }
         while let Some(region) = shared.remote.pop() {

@@ -1,70 +1,129 @@
-//! The per-thread table of thread caches, one slot per pool.
+//! The per-thread table of thread caches, one slot per pool, and the
+//! shortcut to the cache used last.
 //!
 //! Every pool takes a small integer id for life (ids of dropped pools are
-//! reused), and each thread keeps a vector of caches indexed by that id, so
-//! finding the calling thread's cache is one thread-local access and one
-//! bounds-checked index, as with Netty's `FastThreadLocal`, not a hash map
-//! lookup. The thread's caches are dropped with the thread, which gives
-//! every cached region back to its arena deterministically.
+//! reused), and each thread keeps a vector of boxed caches indexed by that
+//! id, as with Netty's `FastThreadLocal`, not a hash map. On top of it,
+//! `CURRENT` names the cache the thread used last: a constant-initialised
+//! thread-local without a destructor, so reading it is a single access
+//! relative to the thread pointer, with no lazy-initialisation check. The
+//! thread's caches are dropped with the thread, which gives every cached
+//! region back to its arena deterministically; each cache clears `CURRENT`
+//! when it is dropped.
 
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 
 use crate::allocator::Pool;
 use crate::sync::Arc;
-use crate::thread_cache::{CacheShared, ThreadCache};
+use crate::thread_cache::{CacheShared, CacheTable, ThreadCache};
+
+/// The cache this thread used last.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    pool_id: usize,
+    cache: Option<NonNull<ThreadCache>>,
+    shared: Option<NonNull<CacheShared>>,
+}
+
+impl Current {
+    const NONE: Current = Current { pool_id: usize::MAX, cache: None, shared: None };
+}
 
 #[cfg(not(loom))]
 std::thread_local! {
-    static CACHES: RefCell<Vec<Option<ThreadCache>>> = const { RefCell::new(Vec::new()) };
+    static CACHES: RefCell<CacheTable> = const { RefCell::new(CacheTable::new()) };
+    static CURRENT: Cell<Current> = const { Cell::new(Current::NONE) };
     static OPTED_IN: Cell<bool> = const { Cell::new(false) };
 }
 
 #[cfg(loom)]
 loom::thread_local! {
-    static CACHES: RefCell<Vec<Option<ThreadCache>>> = RefCell::new(Vec::new());
+    static CACHES: RefCell<CacheTable> = RefCell::new(CacheTable::new());
+    static CURRENT: Cell<Current> = Cell::new(Current::NONE);
     static OPTED_IN: Cell<bool> = Cell::new(false);
 }
 
+#[inline(always)]
+fn current() -> Current {
+    CURRENT.try_with(Cell::get).unwrap_or(Current::NONE)
+}
+
+/// The calling thread's cache for pool `pool_id` when it is the one used last.
+///
+/// The pointer is valid until the cache is dropped (thread exit, or its pool
+/// closed), and only on this thread; callers must not hold it across a call
+/// that could drop caches.
+#[inline(always)]
+pub(crate) fn current_cache(pool_id: usize) -> Option<NonNull<ThreadCache>> {
+    let current = current();
+    if current.pool_id == pool_id {
+        current.cache
+    } else {
+        None
+    }
+}
+
+/// The calling thread's cache whose shared part is `shared`, when it is the
+/// one used last: then this thread is the owner of `shared`.
+#[inline(always)]
+pub(crate) fn current_cache_with(shared: NonNull<CacheShared>) -> Option<NonNull<ThreadCache>> {
+    let current = current();
+    if current.shared == Some(shared) {
+        current.cache
+    } else {
+        None
+    }
+}
+
+/// Clears `CURRENT` if it names the cache with shared part `shared`, which
+/// is being dropped.
+pub(crate) fn forget_current(shared: NonNull<CacheShared>) {
+    let _ = CURRENT.try_with(|current| {
+        if current.get().shared == Some(shared) {
+            current.set(Current::NONE);
+        }
+    });
+}
+
+fn make_current(pool_id: usize, cache: &ThreadCache, at: NonNull<ThreadCache>) {
+    let current = Current { pool_id, shared: Some(cache.shared_ptr()), cache: Some(at) };
+    let _ = CURRENT.try_with(|c| c.set(current));
+}
+
 /// Runs `f` on the calling thread's cache for `pool`, creating the cache on
-/// first use. `None` when the thread's caches are gone (the thread is
-/// exiting) or already borrowed further up the stack.
-#[inline]
+/// first use, and makes it the thread's `CURRENT`. `None` when the thread's
+/// caches are gone (the thread is exiting) or already borrowed further up
+/// the stack.
 pub(crate) fn with_cache<R>(pool: &Arc<Pool>, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
     let id = pool.id();
     CACHES
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
-            if let Some(Some(cache)) = caches.get_mut(id) {
-                return Some(f(cache));
-            }
-            let cache = new_cache(&mut caches, pool);
-            Some(f(cache))
+            let at = match caches.get(id) {
+                Some(at) => at,
+                None => new_cache(&mut caches, pool),
+            };
+            caches.with(id, |cache| {
+                make_current(id, cache, at);
+                f(cache)
+            })
         })
         .ok()
         .flatten()
 }
 
 #[cold]
-fn new_cache<'a>(caches: &'a mut Vec<Option<ThreadCache>>, pool: &Arc<Pool>) -> &'a mut ThreadCache {
+fn new_cache(caches: &mut CacheTable, pool: &Arc<Pool>) -> NonNull<ThreadCache> {
     // Caches of pools whose users have all gone are dropped here, the next
     // time this thread binds to a pool, rather than at thread exit.
-    for slot in caches.iter_mut() {
-        if slot.as_ref().is_some_and(ThreadCache::pool_is_closed) {
-            *slot = None;
-        }
-    }
-    let id = pool.id();
-    if caches.len() <= id {
-        caches.resize_with(id + 1, || None);
-    }
+    caches.remove_where(ThreadCache::pool_is_closed);
     let caching = pool.config().use_cache_for_all_threads || OPTED_IN.with(Cell::get);
-    caches[id].insert(ThreadCache::new(pool, caching))
+    caches.insert(pool.id(), ThreadCache::new(pool, caching))
 }
 
 /// Runs `f` on the calling thread's cache for pool `id` if that cache is the
 /// one whose shared part is `shared`; `None` otherwise.
-#[inline]
 pub(crate) fn with_cache_if<R>(
     id: usize,
     shared: NonNull<CacheShared>,
@@ -73,10 +132,7 @@ pub(crate) fn with_cache_if<R>(
     CACHES
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
-            match caches.get_mut(id) {
-                Some(Some(cache)) if cache.shared_ptr() == shared => Some(f(cache)),
-                _ => None,
-            }
+            caches.with(id, |cache| (cache.shared_ptr() == shared).then(|| f(cache))).flatten()
         })
         .ok()
         .flatten()
@@ -84,13 +140,7 @@ pub(crate) fn with_cache_if<R>(
 
 /// Runs `f` on the calling thread's existing cache for pool `id`, if any.
 pub(crate) fn with_existing_cache<R>(id: usize, f: impl FnOnce(&mut ThreadCache) -> R) -> Option<R> {
-    CACHES
-        .try_with(|caches| {
-            let mut caches = caches.try_borrow_mut().ok()?;
-            caches.get_mut(id)?.as_mut().map(f)
-        })
-        .ok()
-        .flatten()
+    CACHES.try_with(|caches| caches.try_borrow_mut().ok()?.with(id, f)).ok().flatten()
 }
 
 /// Marks the calling thread as one that caches regions even when the pool

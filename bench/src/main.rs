@@ -1,24 +1,163 @@
-//! The `arenabuf` command: `arenabuf` (the main job), `arenabuf classes`,
-//! `arenabuf demo`.
+//! The `arenabuf` command.
+//!
+//! * `arenabuf` (no arguments): the quick benchmark table: `hot`, `window`
+//!   and `xthread` at 256 B, 4 KiB, 64 KiB and `mixed`, plus `rss`, for every
+//!   implementation (under two minutes on two cores).
+//! * `arenabuf bench [--workload W] [--size S] [--threads T] [--impl I]
+//!   [--runs N] [--scale F] [--tsv] [--svg FILE]`: any BENCH_SPEC workloads;
+//!   lists are comma-separated or the flag repeated.
+//! * `arenabuf classes`, `arenabuf demo`: the size-class table, a pool walk.
+//! * `arenabuf hot-loop N`: N hot 256-byte pairs on arenabuf-direct (for
+//!   `scripts/callgrind.sh`).
+//!
+//! Progress goes to stderr, results to stdout.
 
 mod demo;
+mod harness;
+mod impls;
+mod svg;
+mod workloads;
 
-const USAGE: &str = "usage: arenabuf [classes | demo]";
+use std::process::exit;
+
+use harness::{Plan, Workload};
+use workloads::Size;
+
+const USAGE: &str = "usage: arenabuf [bench [--workload W] [--size S] [--threads T] [--impl I] [--runs N] [--scale F] [--tsv] [--svg FILE] | classes | demo | hot-loop N]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
+    let result = match args.first().map(String::as_str) {
         None => {
-            demo::print_size_classes();
-            println!();
-            demo::run();
+            quick();
+            Ok(())
         }
-        Some("classes") => demo::print_size_classes(),
-        Some("demo") => demo::run(),
-        Some("-h" | "--help" | "help") => println!("{USAGE}"),
-        Some(other) => {
-            eprintln!("arenabuf: unknown command {other:?}\n{USAGE}");
-            std::process::exit(2);
+        Some("bench") => bench(&args[1..]),
+        Some("rss-child") => {
+            harness::rss_child(args.get(1).map_or("", String::as_str));
+            Ok(())
+        }
+        Some("hot-loop") => hot_loop(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
+        Some("classes") => {
+            demo::print_size_classes();
+            Ok(())
+        }
+        Some("demo") => {
+            demo::run();
+            Ok(())
+        }
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}")),
+    };
+    if let Err(message) = result {
+        eprintln!("arenabuf: {message}\n{USAGE}");
+        exit(2);
+    }
+}
+
+fn all_impls() -> Vec<String> {
+    impls::ALL.iter().map(|s| s.to_string()).collect()
+}
+
+fn quick() {
+    let plan = Plan {
+        workloads: vec![Workload::Hot, Workload::Window, Workload::Xthread, Workload::Rss],
+        sizes: vec![Size::Fixed(256), Size::Fixed(4096), Size::Fixed(65536), Size::Mixed],
+        threads: vec![1],
+        impls: all_impls(),
+        runs: 5,
+        scale: 1.0,
+    };
+    let rows = harness::run(&plan);
+    print!("{}", harness::table(&rows, &plan.impls));
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args.iter());
+    let (mut workloads, mut sizes, mut threads, mut names) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut runs, mut scale, mut tsv_out, mut svg_file) = (5usize, 1.0f64, false, None);
+    let text = |v: std::ffi::OsString| v.into_string().map_err(|_| "arguments must be UTF-8".to_string());
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("workload") => {
+                for w in text(parser.value().map_err(|e| e.to_string())?)?.split(',') {
+                    workloads.push(Workload::parse(w).ok_or(format!("unknown workload {w:?}"))?);
+                }
+            }
+            Long("size") => {
+                for s in text(parser.value().map_err(|e| e.to_string())?)?.split(',') {
+                    sizes.push(if s == "mixed" {
+                        Size::Mixed
+                    } else {
+                        Size::Fixed(s.parse().map_err(|_| format!("bad size {s:?}"))?)
+                    });
+                }
+            }
+            Long("threads") => {
+                for t in text(parser.value().map_err(|e| e.to_string())?)?.split(',') {
+                    threads.push(t.parse().map_err(|_| format!("bad thread count {t:?}"))?);
+                }
+            }
+            Long("impl") => {
+                for i in text(parser.value().map_err(|e| e.to_string())?)?.split(',') {
+                    if !impls::ALL.contains(&i) {
+                        return Err(format!("unknown implementation {i:?} (known: {})", impls::ALL.join(", ")));
+                    }
+                    names.push(i.to_string());
+                }
+            }
+            Long("runs") => {
+                runs = parser.value().map_err(|e| e.to_string())?.parse().map_err(|e: lexopt::Error| e.to_string())?
+            }
+            Long("scale") => {
+                scale = parser.value().map_err(|e| e.to_string())?.parse().map_err(|e: lexopt::Error| e.to_string())?
+            }
+            Long("tsv") => tsv_out = true,
+            Long("svg") => svg_file = Some(text(parser.value().map_err(|e| e.to_string())?)?),
+            other => return Err(other.unexpected().to_string()),
         }
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let plan = Plan {
+        workloads: if workloads.is_empty() { Workload::ALL.to_vec() } else { workloads },
+        sizes: if sizes.is_empty() {
+            [64, 256, 1024, 4096, 16384, 65536, 1 << 20].map(Size::Fixed).into_iter().chain([Size::Mixed]).collect()
+        } else {
+            sizes
+        },
+        threads: if threads.is_empty() { (1..=cores).collect() } else { threads },
+        impls: if names.is_empty() { all_impls() } else { names },
+        runs: runs.max(1),
+        scale,
+    };
+    let rows = harness::run(&plan);
+    if tsv_out {
+        print!("{}", harness::tsv(&rows));
+    } else {
+        print!("{}", harness::table(&rows, &plan.impls));
+    }
+    if let Some(file) = svg_file {
+        std::fs::write(&file, svg::chart(&rows, &plan.impls)).map_err(|e| format!("writing {file}: {e}"))?;
+        eprintln!("wrote {file}");
+    }
+    Ok(())
+}
+
+/// N hot alloc+release pairs of 256 bytes on a default allocator: the loop
+/// that `scripts/callgrind.sh` counts instructions of.
+fn hot_loop(pairs: u64) -> Result<(), String> {
+    let alloc = arenabuf::PooledAllocator::new();
+    drop(alloc.direct_buffer(256)); // the first pair fills the cache
+    let mut checksum = 0usize;
+    for _ in 0..pairs {
+        let buf = alloc.direct_buffer(256);
+        checksum = checksum.wrapping_add(std::hint::black_box(&buf).memory_address());
+        drop(buf);
+    }
+    println!("{pairs} pairs, checksum {checksum:#x}");
+    Ok(())
 }

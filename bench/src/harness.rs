@@ -1,0 +1,316 @@
+//! Runs the workloads for every implementation, interleaved, and reports
+//! medians as a table, BENCH_SPEC lines or an SVG chart.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+
+use crate::impls::{self, Arenabuf, BufAlloc, Bytes, Jemalloc, Mimalloc, System};
+use crate::workloads::{self, Outcome, Size, XorShift, SEED};
+
+/// The workloads of BENCH_SPEC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Workload {
+    Hot,
+    Fill,
+    Window,
+    WindowMt,
+    Xthread,
+    Rss,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 6] =
+        [Workload::Hot, Workload::Fill, Workload::Window, Workload::WindowMt, Workload::Xthread, Workload::Rss];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Hot => "hot",
+            Workload::Fill => "fill",
+            Workload::Window => "window",
+            Workload::WindowMt => "window-mt",
+            Workload::Xthread => "xthread",
+            Workload::Rss => "rss",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    /// Operations per run at scale 1: enough for tens of milliseconds.
+    fn ops(self, size: Size, scale: f64) -> u64 {
+        let base: f64 = match self {
+            Workload::Hot | Workload::Window | Workload::WindowMt => 400_000.0,
+            Workload::Xthread => 200_000.0,
+            // Writing every byte: a byte budget instead.
+            Workload::Fill => (400_000.0f64).min((512u64 << 20) as f64 / size.max() as f64),
+            Workload::Rss => 1.0,
+        };
+        (base * scale).max(1.0) as u64
+    }
+}
+
+/// One implementation, ready to run any workload.
+pub trait Runner {
+    fn run(&self, workload: Workload, size: Size, threads: usize, ops: u64) -> Outcome;
+    fn rss(&self) -> Vec<(String, f64, &'static str)>;
+}
+
+impl<A: BufAlloc> Runner for A {
+    fn run(&self, workload: Workload, size: Size, threads: usize, ops: u64) -> Outcome {
+        match workload {
+            Workload::Hot => workloads::hot(self, size, ops, false),
+            Workload::Fill => workloads::hot(self, size, ops, true),
+            Workload::Window => workloads::window(self, size, ops, SEED),
+            Workload::WindowMt => workloads::window_mt(self, size, ops, threads),
+            Workload::Xthread => workloads::xthread(self, size, ops),
+            Workload::Rss => unreachable!("rss runs in a child process"),
+        }
+    }
+
+    fn rss(&self) -> Vec<(String, f64, &'static str)> {
+        rss_workload(self)
+    }
+}
+
+/// Builds the implementation called `name`.
+pub fn make(name: &str) -> Option<Box<dyn Runner>> {
+    Some(match name {
+        "arenabuf-direct" | "arenabuf-heap" | "arenabuf-nocache" => Box::new(Arenabuf::new(name)),
+        "system" => Box::new(System),
+        "bytesmut" => Box::new(Bytes),
+        "mimalloc" => Box::new(Mimalloc),
+        "jemalloc" => Box::new(Jemalloc),
+        _ => return None,
+    })
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub workloads: Vec<Workload>,
+    pub sizes: Vec<Size>,
+    pub threads: Vec<usize>,
+    pub impls: Vec<String>,
+    pub runs: usize,
+    pub scale: f64,
+}
+
+/// One row of results: a workload at one size and thread count.
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+pub struct Row {
+    pub workload: Workload,
+    pub size: String,
+    pub threads: usize,
+    /// Median per implementation, with its unit.
+    pub values: BTreeMap<String, (f64, &'static str)>,
+    /// For rss rows: which figure.
+    pub figure: &'static str,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Runs the plan; progress goes to stderr.
+pub fn run(plan: &Plan) -> Vec<Row> {
+    let runners: Vec<(String, Box<dyn Runner>)> =
+        plan.impls.iter().map(|name| (name.clone(), make(name).expect("checked names"))).collect();
+    let mut rows = Vec::new();
+    for &workload in &plan.workloads {
+        if workload == Workload::Rss {
+            rows.extend(run_rss(&plan.impls));
+            continue;
+        }
+        let threads: &[usize] = if workload == Workload::WindowMt { &plan.threads } else { &[1] };
+        for &size in &plan.sizes {
+            for &t in threads {
+                let ops = workload.ops(size, plan.scale);
+                let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+                let mut checksum = 0u64;
+                // Warm-up, then runs interleaved across implementations so
+                // that a noisy moment hits them all alike.
+                for run in 0..=plan.runs {
+                    eprint!("\r{} {} x{} run {run}/{}   ", workload.name(), size.label(), t, plan.runs);
+                    for (name, runner) in &runners {
+                        let outcome = runner.run(workload, size, t, ops);
+                        checksum = checksum.wrapping_add(outcome.checksum);
+                        if run > 0 {
+                            samples.entry(name).or_default().push(outcome.ns_per_op());
+                        }
+                    }
+                }
+                eprintln!("\r{} {} x{}: done (checksum {checksum:#x})", workload.name(), size.label(), t);
+                let values = samples.into_iter().map(|(name, xs)| (name.to_string(), (median(xs), "ns/op"))).collect();
+                rows.push(Row { workload, size: size.label(), threads: t, values, figure: "" });
+            }
+        }
+    }
+    rows
+}
+
+/// BENCH_SPEC `rss`: each implementation in a fresh child process.
+fn run_rss(impls: &[String]) -> Vec<Row> {
+    let mut by_figure: BTreeMap<&'static str, BTreeMap<String, (f64, &'static str)>> = BTreeMap::new();
+    let exe = std::env::current_exe().expect("own executable");
+    for name in impls {
+        eprint!("\rrss {name}...            ");
+        let out = Command::new(&exe).args(["rss-child", name]).output().expect("run rss child");
+        if !out.status.success() {
+            eprintln!("\rrss {name}: child failed: {}", String::from_utf8_lossy(&out.stderr));
+            continue;
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() != 6 {
+                continue;
+            }
+            let value: f64 = f[4].parse().unwrap_or(f64::NAN);
+            let figure = match (f[1], f[5]) {
+                ("rss", "ratio") => "peak/live",
+                ("rss", _) => "after MiB",
+                _ => "pool/live",
+            };
+            let unit = if f[5] == "MiB" { "MiB" } else { "ratio" };
+            by_figure.entry(figure).or_default().insert(name.clone(), (value, unit));
+        }
+    }
+    eprintln!("\rrss: done                    ");
+    by_figure
+        .into_iter()
+        .map(|(figure, values)| Row { workload: Workload::Rss, size: "mixed".into(), threads: 1, values, figure })
+        .collect()
+}
+
+/// Resident set size of this process, in bytes.
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// The `rss` workload in this (child) process; lines as BENCH_SPEC says.
+fn rss_workload<A: BufAlloc>(imp: &A) -> Vec<(String, f64, &'static str)> {
+    const TARGET: usize = 512 << 20;
+    // Room for every live buffer, touched before the baseline is read.
+    let mut live: Vec<Option<(A::Buf, usize)>> = Vec::new();
+    live.resize_with(200_000, || None);
+    live.clear();
+    let before = resident_bytes();
+    let mut rng = XorShift::new(SEED);
+    let mut live_bytes = 0usize;
+    let mut fill = |live: &mut Vec<Option<(A::Buf, usize)>>, live_bytes: &mut usize| {
+        while *live_bytes < TARGET {
+            let size = Size::Mixed.draw(&mut rng);
+            let mut buf = imp.alloc(size);
+            // SAFETY: `ptr` starts at least `size` writable bytes.
+            unsafe { A::ptr(&mut buf).write_bytes(0x5A, size) };
+            live.push(Some((buf, size)));
+            *live_bytes += size;
+        }
+    };
+    fill(&mut live, &mut live_bytes);
+    let mut coin = XorShift::new(SEED ^ 0xFFFF);
+    for slot in live.iter_mut() {
+        if coin.next() & 1 == 1 {
+            if let Some((buf, size)) = slot.take() {
+                imp.release(buf);
+                live_bytes -= size;
+            }
+        }
+    }
+    live.retain(Option::is_some);
+    fill(&mut live, &mut live_bytes);
+    let peak = resident_bytes();
+    let pool = imp.pool_used();
+    for (buf, _) in live.drain(..).flatten() {
+        imp.release(buf);
+    }
+    imp.trim();
+    let after = resident_bytes();
+    let mut lines = vec![
+        ("rss".to_string(), (peak.saturating_sub(before)) as f64 / live_bytes as f64, "ratio"),
+        ("rss".to_string(), after as f64 / (1 << 20) as f64, "MiB"),
+    ];
+    if let Some(pool) = pool {
+        lines.push(("pool".to_string(), pool as f64 / live_bytes as f64, "ratio"));
+    }
+    lines
+}
+
+/// `arenabuf rss-child IMPL`: runs `rss` for one implementation and prints
+/// BENCH_SPEC lines.
+pub fn rss_child(name: &str) {
+    let runner = make(name).unwrap_or_else(|| panic!("unknown implementation {name}"));
+    for (workload, value, unit) in runner.rss() {
+        println!("{name}\t{workload}\tmixed\t1\t{value:.4}\t{unit}");
+    }
+}
+
+/// BENCH_SPEC lines: `impl workload size threads value unit`.
+pub fn tsv(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        for (name, (value, unit)) in &row.values {
+            let workload =
+                if row.workload == Workload::Rss && row.figure == "pool/live" { "pool" } else { row.workload.name() };
+            let _ = writeln!(out, "{name}\t{workload}\t{}\t{}\t{value:.4}\t{unit}", row.size, row.threads);
+        }
+    }
+    out
+}
+
+/// arenabuf-direct's figure over the best non-arenabuf figure of a row.
+pub fn ratio_to_best(row: &Row, name: &str) -> Option<f64> {
+    let ours = row.values.get(name)?.0;
+    let best = row
+        .values
+        .iter()
+        .filter(|(n, _)| !impls::is_arenabuf(n))
+        .map(|(_, (v, _))| *v)
+        .filter(|v| v.is_finite())
+        .min_by(f64::total_cmp)?;
+    Some(ours / best)
+}
+
+/// The human table: rows = workload and size, columns = implementations.
+pub fn table(rows: &[Row], impls: &[String]) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{:<10} {:>7} {:>3}", "workload", "size", "thr");
+    for name in impls {
+        let _ = write!(out, " {:>16}", name);
+    }
+    let _ = writeln!(out, " {:>10}", "direct/best");
+    for row in rows {
+        let label =
+            if row.workload == Workload::Rss { format!("rss {}", row.figure) } else { row.workload.name().into() };
+        let _ = write!(out, "{:<10} {:>7} {:>3}", label, row.size, row.threads);
+        for name in impls {
+            match row.values.get(name) {
+                Some((v, _)) => {
+                    let _ = write!(out, " {:>16.2}", v);
+                }
+                None => {
+                    let _ = write!(out, " {:>16}", "-");
+                }
+            }
+        }
+        match ratio_to_best(row, "arenabuf-direct") {
+            Some(r) => {
+                let _ = writeln!(out, " {:>10.2}", r);
+            }
+            None => {
+                let _ = writeln!(out, " {:>10}", "-");
+            }
+        }
+    }
+    let _ = writeln!(out, "(ns/op unless the row says otherwise; direct/best = arenabuf-direct over the best of system, bytesmut, mimalloc, jemalloc; lower is better)");
+    out
+}
