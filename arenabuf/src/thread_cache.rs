@@ -321,6 +321,27 @@ impl Allocation {
 impl Drop for Allocation {
     #[inline(always)]
     fn drop(&mut self) {
+        if self.tag & SOURCE_MASK == SOURCE_CACHE {
+            if let Some(cache) = thread_local::current_cache_with(self.owner.cast()) {
+                // SAFETY: `CURRENT` names this thread's live cache whose shared
+                // part is this allocation's: we are on its owner thread, and no
+                // other reference to the cache is active (the pool never calls
+                // back into user code while it holds one).
+                let cache = unsafe { &mut *cache.as_ptr() };
+                if cache.release_cached(self) {
+                    return;
+                }
+            }
+        }
+        self.drop_slow();
+    }
+}
+
+impl Allocation {
+    /// Every release but a same-thread one into a ring with room.
+    #[cold]
+    #[inline(never)]
+    fn drop_slow(&mut self) {
         if self.tag & SOURCE_MASK != SOURCE_CACHE {
             return self.drop_detached();
         }
@@ -328,11 +349,12 @@ impl Drop for Allocation {
         let entry = CachedRegion { ptr: self.ptr, handle: self.handle, chunk: self.chunk };
         let (kind, size_idx) = (self.kind(), self.size_idx as usize);
         if let Some(cache) = thread_local::current_cache_with(shared) {
-            // SAFETY: `CURRENT` names this thread's live cache whose shared part
-            // is this allocation's: we are on its owner thread, and no other
-            // reference to the cache is active (the pool never calls back into
-            // user code while it holds one).
-            unsafe { (*cache.as_ptr()).release_local(kind, size_idx, entry) };
+            // SAFETY: as in `drop`.
+            let cache = unsafe { &mut *cache.as_ptr() };
+            // The ring is full or the class is not cached: to the arena.
+            cache.local_out -= 1;
+            let arena = cache.kinds[kind_index(kind)].arena().expect("a pooled region has an arena");
+            arena.free(entry.chunk, entry.handle, size_idx);
             return;
         }
         // SAFETY: this allocation is counted in `shared`'s outstanding buffers,
@@ -492,7 +514,10 @@ impl Ring {
     #[inline(always)]
     fn push(&mut self, region: CachedRegion) -> Result<(), CachedRegion> {
         if self.len() == self.room {
-            return self.push_slow(region);
+            if self.room == 0 {
+                return self.make_room(region);
+            }
+            return Err(region);
         }
         // SAFETY: `len < room`, so the slots exist (`room` of them, a power of
         // two) and `tail & mask < room`.
@@ -501,10 +526,11 @@ impl Ring {
         Ok(())
     }
 
-    /// The ring is full, or its storage is not made yet.
+    /// The ring's storage is not made yet (or the class is not cached).
     #[cold]
-    fn push_slow(&mut self, region: CachedRegion) -> Result<(), CachedRegion> {
-        if self.room != 0 || self.capacity == 0 {
+    #[inline(never)]
+    fn make_room(&mut self, region: CachedRegion) -> Result<(), CachedRegion> {
+        if self.capacity == 0 {
             return Err(region);
         }
         self.slots = vec![region; self.capacity as usize].into_boxed_slice();
@@ -578,7 +604,8 @@ impl ThreadCache {
         let cached_limit = config.max_cached_buffer_capacity.min(classes.chunk_size());
         let ring_capacity = |idx: usize| {
             let size = if classes.is_small(idx) { config.small_cache_size } else { config.normal_cache_size };
-            size.checked_next_power_of_two().unwrap_or(0)
+            // 0 means "not cached" (0.next_power_of_two() would be 1).
+            if size == 0 { 0 } else { size.checked_next_power_of_two().unwrap_or(0) }
         };
         let cached_classes = if caching {
             (0..classes.num_classes())
@@ -700,21 +727,21 @@ impl ThreadCache {
         Ok(Allocation::cached(kind, entry, idx, self.shared))
     }
 
-    /// The owner thread's release: into the class's ring, or to the arena
-    /// when the ring is full or the class is not cached.
+    /// The owner thread's release into the class's ring; false when the ring
+    /// is full or the class is not cached (nothing is changed then).
     #[inline(always)]
-    fn release_local(&mut self, kind: MemoryKind, size_idx: usize, region: CachedRegion) {
-        self.local_out -= 1;
-        let cache = &mut self.kinds[kind_index(kind)];
-        debug_assert!(size_idx < cache.rings.len());
+    fn release_cached(&mut self, allocation: &Allocation) -> bool {
+        let rings = &mut self.kinds[kind_index(allocation.kind())].rings;
+        debug_assert!((allocation.size_idx as usize) < rings.len());
         // SAFETY: a pooled region's size index is a class index, and there is
         // a ring for every class.
-        let ring = unsafe { cache.rings.get_unchecked_mut(size_idx) };
-        if ring.push(region).is_ok() {
-            return;
+        let ring = unsafe { rings.get_unchecked_mut(allocation.size_idx as usize) };
+        let region = CachedRegion { ptr: allocation.ptr, handle: allocation.handle, chunk: allocation.chunk };
+        if ring.push(region).is_err() {
+            return false;
         }
-        let arena = cache.arena().expect("a pooled region has an arena");
-        arena.free(region.chunk, region.handle, size_idx);
+        self.local_out -= 1;
+        true
     }
 
     /// Moves regions released on other threads into the rings; returns how

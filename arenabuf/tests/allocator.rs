@@ -94,6 +94,16 @@ fn a_full_cache_sends_regions_to_the_arena() {
 }
 
 #[test]
+fn cache_sizes_of_zero_cache_nothing() {
+    let alloc = PooledAllocator::builder().direct_arenas(1).small_cache_size(0).normal_cache_size(0).build().unwrap();
+    drop(alloc.direct_buffer(100));
+    drop(alloc.direct_buffer(32 * 1024));
+    let arena = direct_arena(&alloc);
+    assert_eq!(arena.num_deallocations(), 2, "both went straight back to the arena");
+    assert_eq!(arena.num_active_allocations(), 0);
+}
+
+#[test]
 fn classes_above_the_cached_limit_are_not_cached() {
     let alloc = PooledAllocator::builder().direct_arenas(1).build().unwrap();
     drop(alloc.direct_buffer(64 * 1024)); // above the 32 KiB default

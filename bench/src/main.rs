@@ -155,7 +155,7 @@ fn hot_loop(pairs: u64) -> Result<(), String> {
     let mut checksum = 0usize;
     for _ in 0..pairs {
         let buf = alloc.direct_buffer(256);
-        checksum = checksum.wrapping_add(std::hint::black_box(&buf).memory_address());
+        checksum = checksum.wrapping_add(std::hint::black_box(buf.memory_address()));
         drop(buf);
     }
     println!("{pairs} pairs, checksum {checksum:#x}");
