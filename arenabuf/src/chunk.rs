@@ -399,7 +399,8 @@ pub(crate) fn usage(free: usize, size: usize) -> u32 {
     if free == 0 {
         return 100;
     }
-    let free_percent = (free as u128 * 100 / size as u128) as u32;
+    // Chunks are at most 1 GiB, so `free * 100` fits in a u64.
+    let free_percent = (free as u64 * 100 / size as u64) as u32;
     if free_percent == 0 {
         99
     } else {

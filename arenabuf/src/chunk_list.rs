@@ -74,7 +74,8 @@ fn falls_out_of(list: usize, usage: u32) -> bool {
 
 #[derive(Debug)]
 struct Slot {
-    chunk: Option<Chunk>,
+    /// Boxed, so that moving a chunk in or out of the slab moves a pointer.
+    chunk: Option<Box<Chunk>>,
     list: usize,
     prev: u32,
     /// Next chunk in the list, or next free slot when `chunk` is `None`.
@@ -161,7 +162,7 @@ impl ChunkLists {
     /// Takes a new chunk (on which the caller may already have allocated)
     /// into qInit, or further up if its usage says so; returns its slot.
     pub(crate) fn add(&mut self, chunk: Chunk) -> u32 {
-        let slot = Slot { chunk: Some(chunk), list: QINIT, prev: NONE, next: NONE };
+        let slot = Slot { chunk: Some(Box::new(chunk)), list: QINIT, prev: NONE, next: NONE };
         let id = if self.free_slot != NONE {
             let id = self.free_slot;
             self.free_slot = self.slots[id as usize].next;
@@ -179,7 +180,7 @@ impl ChunkLists {
     /// Re-files chunk `id` after a free lowered its usage. Returns the chunk
     /// when it must be destroyed (it left q000 empty); the caller drops it,
     /// ideally after releasing the arena's lock.
-    pub(crate) fn after_free(&mut self, id: u32) -> Option<Chunk> {
+    pub(crate) fn after_free(&mut self, id: u32) -> Option<Box<Chunk>> {
         let list = self.slots[id as usize].list;
         let usage = self.get(id).usage();
         if !falls_out_of(list, usage) {
@@ -252,7 +253,7 @@ impl ChunkLists {
         }
     }
 
-    fn remove(&mut self, id: u32) -> Chunk {
+    fn remove(&mut self, id: u32) -> Box<Chunk> {
         let slot = &mut self.slots[id as usize];
         let chunk = slot.chunk.take().expect("no chunk in this slot");
         slot.prev = NONE;
@@ -290,7 +291,7 @@ mod tests {
         lists.allocate(pages as usize * 8192, |c| c.allocate_run(classes, pages)).unwrap()
     }
 
-    fn free(classes: &SizeClasses, lists: &mut ChunkLists, (id, h): (u32, Handle)) -> Option<Chunk> {
+    fn free(classes: &SizeClasses, lists: &mut ChunkLists, (id, h): (u32, Handle)) -> Option<Box<Chunk>> {
         lists.get_mut(id).free_run(classes, h);
         lists.after_free(id)
     }

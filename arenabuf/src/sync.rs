@@ -29,6 +29,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// Pads a value to its own cache line (no atomics of its own: loom-neutral).
+pub(crate) use crossbeam_utils::CachePadded;
+
 /// The bounded lock-free multi-producer queue that carries regions released
 /// on other threads back to their cache: crossbeam's `ArrayQueue`.
 #[cfg(not(loom))]

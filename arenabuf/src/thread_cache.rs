@@ -47,7 +47,7 @@ use crate::chunk::Handle;
 use crate::error::AllocError;
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
-use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, Ordering};
+use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, CachePadded, Ordering};
 use crate::thread_local;
 
 /// `outstanding`'s starting value: stands for the live owner thread.
@@ -91,8 +91,9 @@ pub(crate) struct CacheShared {
     remote: ArrayQueue<RemoteRegion>,
     /// Set when the owner thread has exited: releases then go to arenas.
     closed: AtomicBool,
-    /// See the module docs.
-    outstanding: AtomicUsize,
+    /// See the module docs. On its own cache line: releasing threads write
+    /// it while the owner works on the queue's other end.
+    outstanding: CachePadded<AtomicUsize>,
 }
 
 // SAFETY: the arena pointers point into `pool`, which the shared part owns a
@@ -605,7 +606,11 @@ impl ThreadCache {
         let ring_capacity = |idx: usize| {
             let size = if classes.is_small(idx) { config.small_cache_size } else { config.normal_cache_size };
             // 0 means "not cached" (0.next_power_of_two() would be 1).
-            if size == 0 { 0 } else { size.checked_next_power_of_two().unwrap_or(0) }
+            if size == 0 {
+                0
+            } else {
+                size.checked_next_power_of_two().unwrap_or(0)
+            }
         };
         let cached_classes = if caching {
             (0..classes.num_classes())
@@ -630,7 +635,7 @@ impl ThreadCache {
             arenas: [kinds[0].arena, kinds[1].arena],
             remote: ArrayQueue::new(REMOTE_QUEUE_CAPACITY),
             closed: AtomicBool::new(false),
-            outstanding: AtomicUsize::new(OWNER_BIAS),
+            outstanding: CachePadded::new(AtomicUsize::new(OWNER_BIAS)),
         });
         let trim_period =
             (config.cache_trim_interval_millis > 0).then(|| Duration::from_millis(config.cache_trim_interval_millis));

@@ -153,8 +153,14 @@ fn hot_loop(pairs: u64) -> Result<(), String> {
     let alloc = arenabuf::PooledAllocator::new();
     drop(alloc.direct_buffer(256)); // the first pair fills the cache
     let mut checksum = 0usize;
-    for _ in 0..pairs {
-        let buf = alloc.direct_buffer(256);
+    let touch = std::env::var_os("HOT_LOOP_TOUCH").is_some();
+    for i in 0..pairs {
+        let mut buf = alloc.direct_buffer(256);
+        if touch {
+            let bytes = buf.as_mut_slice();
+            bytes[..8].copy_from_slice(&i.to_le_bytes());
+            bytes[248..].copy_from_slice(&i.to_le_bytes());
+        }
         checksum = checksum.wrapping_add(std::hint::black_box(buf.memory_address()));
         drop(buf);
     }
