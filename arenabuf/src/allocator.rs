@@ -117,7 +117,7 @@ impl Pool {
     }
 
     #[inline]
-    fn allocate(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+    pub(crate) fn allocate(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
         if this.arenas(kind).is_empty() {
             return Pool::allocate_unpooled(this, kind, size);
         }

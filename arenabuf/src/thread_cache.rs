@@ -158,6 +158,23 @@ impl Allocation {
         self.direct
     }
 
+    /// A new region of at least `size` bytes from the same pool and memory
+    /// kind as this one: what a buffer that grows or shrinks by moving needs.
+    pub(crate) fn allocate_like(&self, size: usize) -> Result<Allocation, AllocError> {
+        let kind = if self.direct { MemoryKind::Direct } else { MemoryKind::Heap };
+        let pool = match &*self.source {
+            Source::Pooled { owner, .. } | Source::Huge { owner, .. } => match owner {
+                // SAFETY: this allocation is counted in the shared part's
+                // outstanding buffers, so the shared part is alive while
+                // `self` is borrowed.
+                Owner::Cache(shared) => unsafe { &shared.as_ref().pool },
+                Owner::Pool(pool) => pool,
+            },
+            Source::Unpooled { pool, .. } => pool,
+        };
+        Pool::allocate(pool, kind, size)
+    }
+
     /// A buffer of a pool with no arena of its kind.
     pub(crate) fn unpooled(memory: RawMemory, pool: Arc<Pool>) -> Allocation {
         Allocation {
