@@ -1842,6 +1842,158 @@ mod tests {
         }
     }
 
+    fn active(alloc: &PooledAllocator) -> u64 {
+        alloc.metric().heap_arenas()[0].num_active_allocations()
+    }
+
+    /// No caching on plain threads: a released region goes straight back
+    /// to the arena.
+    fn uncached_pool() -> PooledAllocator {
+        PooledAllocator::builder()
+            .heap_arenas(1)
+            .direct_arenas(0)
+            .use_cache_for_all_threads(false)
+            .max_order(crate::test_config::MAX_ORDER)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn split_parts_own_disjoint_bytes_and_release_the_region_last() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(32);
+        buf.write_bytes(b"0123456789");
+        let mut head = buf.split_to(4);
+        let mut tail = buf.split_off(3);
+        assert_eq!((&head[..], &buf[..], &tail[..]), (&b"0123"[..], &b"456"[..], &b"789"[..]));
+        assert_eq!((head.capacity(), buf.capacity(), tail.capacity()), (4, 3, 25));
+        assert_eq!(buf.ref_cnt(), 3);
+        // Each part writes only its own bytes; the others do not change.
+        head.readable_mut().fill(b'h');
+        buf.readable_mut().fill(b'b');
+        tail.write_bytes(b"xyz");
+        assert_eq!((&head[..], &buf[..], &tail[..]), (&b"hhhh"[..], &b"bbb"[..], &b"789xyz"[..]));
+        // The tail may grow into the rest of the 32-byte class without moving.
+        assert_eq!(tail.max_fast_writable_bytes(), 32 - 7 - 6);
+        drop(head);
+        drop(buf);
+        assert_eq!(active(&alloc), 1);
+        drop(tail);
+        assert_eq!(active(&alloc), 0);
+    }
+
+    #[test]
+    fn a_head_part_grows_by_moving_and_keeps_its_bytes() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(64);
+        buf.write_bytes(b"abcdef");
+        let mut head = buf.split_to(3);
+        let addr = head.memory_address();
+        assert_eq!(head.max_fast_writable_bytes(), 0, "the next bytes belong to the other part");
+        head.write_bytes(b"XYZ");
+        assert_ne!(head.memory_address(), addr);
+        assert_eq!((head.ref_cnt(), buf.ref_cnt()), (1, 1));
+        assert_eq!((&head[..], &buf[..]), (&b"abcXYZ"[..], &b"def"[..]));
+        assert_eq!(active(&alloc), 2);
+    }
+
+    #[test]
+    fn the_last_part_takes_the_region_back_instead_of_moving() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(64);
+        buf.write_bytes(b"abcdef");
+        let mut head = buf.split_to(3);
+        drop(buf);
+        let addr = head.memory_address();
+        head.write_bytes(b"XYZ");
+        assert_eq!(head.memory_address(), addr, "the tail's bytes are free again");
+        assert_eq!(head.ref_cnt(), 1);
+        assert_eq!(&head[..], b"abcXYZ");
+    }
+
+    #[test]
+    fn frozen_bytes_are_zero_copy_and_hold_the_region() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(16);
+        buf.write_bytes(b"--frozen");
+        buf.set_reader_index(2);
+        let addr = buf.memory_address();
+        let bytes = buf.freeze();
+        assert_eq!(bytes.as_ptr() as usize, addr + 2);
+        let clone = bytes.clone();
+        drop(bytes);
+        assert_eq!(active(&alloc), 1);
+        let clone = std::thread::spawn(move || clone).join().unwrap();
+        assert_eq!(&clone[..], b"frozen");
+        drop(clone);
+        assert_eq!(active(&alloc), 0);
+    }
+
+    #[test]
+    fn a_slice_never_sees_later_writes() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(16);
+        buf.write_bytes(b"abcd");
+        let view = buf.slice(1..3);
+        let addr = buf.memory_address();
+        buf.write_bytes(b"ef"); // above the viewed bytes: in place
+        assert_eq!(buf.memory_address(), addr);
+        buf.set_u8_at(1, b'B'); // over them: copy on write
+        assert_ne!(buf.memory_address(), addr);
+        assert_eq!((&view[..], &buf[..]), (&b"bc"[..], &b"aBcdef"[..]));
+        assert_eq!(active(&alloc), 2);
+        drop(buf);
+        assert_eq!(view.clone().into_bytes(), &b"bc"[..]);
+        drop(view);
+        assert_eq!(active(&alloc), 0);
+    }
+
+    #[test]
+    fn writes_after_the_views_are_gone_stay_in_place() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(16);
+        buf.write_bytes(b"abcd");
+        drop(buf.slice(..));
+        let addr = buf.memory_address();
+        buf.clear();
+        buf.write_bytes(b"wxyz");
+        assert_eq!(buf.memory_address(), addr);
+        assert_eq!((buf.ref_cnt(), &buf[..]), (1, &b"wxyz"[..]));
+    }
+
+    #[test]
+    fn growth_by_moving_copies_up_to_the_writer_index() {
+        let alloc = pool();
+        let mut buf = alloc.try_heap_buffer(16, 1000).unwrap();
+        buf.write_bytes(&[7; 16]);
+        buf.read_u32();
+        let addr = buf.memory_address();
+        buf.write_u8(8);
+        assert_ne!(buf.memory_address(), addr);
+        assert_eq!((buf.reader_index(), buf.writer_index(), buf.capacity()), (4, 17, 64));
+        assert_eq!(&buf[..], &[7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8]);
+    }
+
+    #[test]
+    fn parts_drop_on_other_threads_in_any_order() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(48);
+        buf.write_bytes(&[1; 48]);
+        let head = buf.split_to(16);
+        let view = buf.slice(..8);
+        let frozen = buf.split_off(16).freeze();
+        let handles: Vec<_> = [
+            std::thread::spawn(move || drop(head)),
+            std::thread::spawn(move || assert_eq!(&frozen[..], &[1; 16])),
+            std::thread::spawn(move || assert_eq!(&view[..], &[1; 8])),
+        ]
+        .into();
+        handles.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(active(&alloc), 1);
+        drop(buf);
+        assert_eq!(active(&alloc), 0);
+    }
+
     #[test]
     fn debug_shows_indexes_and_sizes_not_contents() {
         let mut buf = pool().try_heap_buffer(10, 20).unwrap();
