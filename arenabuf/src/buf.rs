@@ -1067,7 +1067,8 @@ impl ByteBuf {
         let (start, end) = if from <= to { (from, to) } else { (to, from) };
         self.check(start, end - start, 0, self.capacity).unwrap_or_else(|e| panic!("{e}"));
         let range = &self.as_slice()[start..end];
-        let found = if from <= to { range.iter().position(|&b| b == byte) } else { range.iter().rposition(|&b| b == byte) };
+        let found =
+            if from <= to { range.iter().position(|&b| b == byte) } else { range.iter().rposition(|&b| b == byte) };
         found.map(|i| start + i)
     }
 
@@ -1735,7 +1736,13 @@ impl ByteSlice {
     pub fn slice(&self, range: impl RangeBounds<usize>) -> ByteSlice {
         let (start, end) = bounds(range, self.len);
         if start > end || end > self.len {
-            let err = IndexError { index: start, length: end.saturating_sub(start), start: 0, end: self.len, capacity: self.len };
+            let err = IndexError {
+                index: start,
+                length: end.saturating_sub(start),
+                start: 0,
+                end: self.len,
+                capacity: self.len,
+            };
             panic!("{err}");
         }
         // SAFETY: `start <= len`: within the viewed bytes.
