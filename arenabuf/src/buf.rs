@@ -1768,6 +1768,13 @@ impl ByteSlice {
     }
 }
 
+#[cfg(test)]
+impl ByteSlice {
+    fn ref_cnt_for_test(&self) -> usize {
+        Arc::strong_count(&self.region)
+    }
+}
+
 impl Deref for ByteSlice {
     type Target = [u8];
 
@@ -1999,6 +2006,46 @@ mod tests {
         assert_eq!(active(&alloc), 1);
         drop(buf);
         assert_eq!(active(&alloc), 0);
+    }
+
+    #[test]
+    fn discarding_under_a_view_copies_first() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(16);
+        buf.write_bytes(b"abcdef");
+        buf.read_u16();
+        let view = buf.slice(..2);
+        buf.discard_read_bytes();
+        assert_eq!((&view[..], &buf[..]), (&b"cd"[..], &b"cdef"[..]));
+        assert_eq!((view.ref_cnt_for_test(), buf.ref_cnt()), (1, 1), "the buffer moved away");
+    }
+
+    #[test]
+    fn buf_mut_io_and_views_stay_in_their_bytes() {
+        use std::io::{Read, Write};
+
+        use bytes::{Buf, BufMut};
+
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(4);
+        buf.put_u32(1);
+        buf.put_slice(b"xyz"); // grows in place within the 16-byte class
+        let chunk = buf.chunk_mut();
+        assert_eq!(chunk.len(), 9);
+        chunk[..2].copy_from_slice(b"!!");
+        // SAFETY: the two bytes were just written.
+        unsafe { buf.advance_mut(2) };
+        buf.write_all(b"0123456789").unwrap(); // moves to a 64-byte class
+        assert_eq!(buf.get_u32(), 1);
+        let mut out = [0; 5];
+        buf.read_exact(&mut out).unwrap();
+        assert_eq!(&out, b"xyz!!");
+        let digits = buf.copy_to_bytes(4);
+        let view = buf.slice(1..);
+        let sub = view.slice(2..4);
+        drop(buf);
+        assert_eq!((&digits[..], &view[..], &sub[..]), (&b"0123"[..], &b"56789"[..], &b"78"[..]));
+        assert_eq!(sub.into_bytes(), &b"78"[..]);
     }
 
     #[test]
