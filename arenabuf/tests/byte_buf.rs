@@ -712,6 +712,8 @@ fn byte_bufs_cross_threads() {
 #[derive(Debug, Clone)]
 enum Op {
     Write(Vec<u8>),
+    /// Through `BufMut::put`, which fills `chunk_mut` and calls `advance_mut`.
+    Put(Vec<u8>),
     WriteU32(u32, bool),
     Read(usize),
     ReadU16(bool),
@@ -732,6 +734,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Op::Write),
+        2 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Op::Put),
         2 => (any::<u32>(), any::<bool>()).prop_map(|(v, le)| Op::WriteU32(v, le)),
         2 => (0usize..40).prop_map(Op::Read),
         1 => any::<bool>().prop_map(Op::ReadU16),
@@ -827,6 +830,12 @@ fn run(capacity: usize, ops: Vec<Op>) {
                     model.write_at(model.writer, &src);
                     model.writer += src.len();
                 }
+            }
+            Op::Put(src) if fits(&model, src.len()) => {
+                buf.put(&src[..]);
+                model.follow(&buf, buf.memory_address() != addr, writer_before);
+                model.write_at(model.writer, &src);
+                model.writer += src.len();
             }
             Op::WriteU32(value, le) => {
                 let result = if le { buf.try_write_u32_le(value) } else { buf.try_write_u32(value) };
@@ -957,7 +966,7 @@ fn run(capacity: usize, ops: Vec<Op>) {
                 model.reader = 0;
                 model.writer = 0;
             }
-            Op::SplitTo(_) | Op::SplitOff(_) | Op::Slice(..) | Op::FreezeHead(_) => {}
+            Op::Put(_) | Op::SplitTo(_) | Op::SplitOff(_) | Op::Slice(..) | Op::FreezeHead(_) => {}
         }
         assert_eq!(
             (buf.reader_index(), buf.writer_index(), buf.capacity()),
