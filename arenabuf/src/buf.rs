@@ -1768,7 +1768,7 @@ impl ByteSlice {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 impl ByteSlice {
     fn ref_cnt_for_test(&self) -> usize {
         Arc::strong_count(&self.region)
