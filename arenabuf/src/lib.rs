@@ -45,7 +45,7 @@ mod thread_cache;
 mod thread_local;
 
 pub use allocator::{PooledAllocator, DEFAULT_MAX_CAPACITY};
-pub use buf::ByteBuf;
+pub use buf::{ByteBuf, ByteSlice, IndexError};
 pub use config::Builder;
 pub use error::{AllocError, ConfigError};
 pub use metric::{AllocatorMetric, ArenaMetric};

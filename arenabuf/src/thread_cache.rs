@@ -251,6 +251,26 @@ impl Allocation {
         }
     }
 
+    /// A new region of at least `size` bytes from the same pool and memory
+    /// kind as this one: what a buffer that grows or shrinks by moving needs.
+    pub(crate) fn allocate_like(&self, size: usize) -> Result<Allocation, AllocError> {
+        Pool::allocate(self.pool(), self.kind(), size)
+    }
+
+    /// The pool the memory belongs to.
+    fn pool(&self) -> &Arc<Pool> {
+        match self.detached() {
+            None => &self.shared().pool,
+            Some(Detached::Uncached { pool, .. } | Detached::Unpooled { pool, .. }) => pool,
+            Some(Detached::Huge { owner: HugeOwner::Pool(pool), .. }) => pool,
+            Some(Detached::Huge { owner: HugeOwner::Cache(shared), .. }) => {
+                // SAFETY: the huge block is counted in the shared part's
+                // outstanding buffers, so the shared part is alive.
+                &unsafe { shared.as_ref() }.pool
+            }
+        }
+    }
+
     /// A buffer of a pool with no arena of its kind.
     pub(crate) fn unpooled(memory: RawMemory, pool: Arc<Pool>) -> Allocation {
         let (ptr, kind) = (memory.ptr(), memory.kind());
