@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use crate::arena::Arena;
 use crate::buf::ByteBuf;
+use crate::cache_registry::CacheRegistry;
 use crate::config::{Builder, Config};
 use crate::error::AllocError;
 use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
@@ -56,6 +57,8 @@ pub(crate) struct Pool {
     closed: AtomicBool,
     unpooled_heap_bytes: AtomicU64,
     unpooled_direct_bytes: AtomicU64,
+    /// The live thread caches, for pinned memory and [`PooledAllocator::trim`].
+    cache_registry: CacheRegistry,
 }
 
 impl Pool {
@@ -75,7 +78,12 @@ impl Pool {
             closed: AtomicBool::new(false),
             unpooled_heap_bytes: AtomicU64::new(0),
             unpooled_direct_bytes: AtomicU64::new(0),
+            cache_registry: CacheRegistry::default(),
         }
+    }
+
+    pub(crate) fn cache_registry(&self) -> &CacheRegistry {
+        &self.cache_registry
     }
 
     #[inline]
@@ -146,22 +154,39 @@ impl Pool {
         self.unpooled_counter(memory.kind()).fetch_sub(memory.len() as u64, Ordering::Relaxed);
     }
 
+    /// Asks every thread cache to give back its regions, returns the
+    /// regions queued for caches, trims the calling thread's cache, and
+    /// gives empty subpages and chunks back.
+    pub(crate) fn trim(&self) {
+        self.cache_registry.trim_all();
+        thread_local::with_existing_cache(self.id, |cache| cache.trim_all());
+        for arena in self.heap_arenas.iter().chain(self.direct_arenas.iter()) {
+            arena.trim();
+        }
+    }
+
     fn metric(&self) -> AllocatorMetric {
-        let arena_metrics = |kind| -> Vec<ArenaMetric> {
-            self.arenas(kind)
-                .iter()
-                .map(|a| ArenaMetric::new(a.counts(), a.num_thread_caches(), self.classes.chunk_size()))
-                .collect()
-        };
+        let arena_metrics = |kind| -> Vec<ArenaMetric> { self.arenas(kind).iter().map(Arena::metric).collect() };
         let heap = arena_metrics(MemoryKind::Heap);
         let direct = arena_metrics(MemoryKind::Direct);
         let used = |arenas: &[ArenaMetric], kind| {
             arenas.iter().map(|a| a.num_active_bytes()).sum::<u64>()
                 + self.unpooled_counter(kind).load(Ordering::Relaxed)
         };
+        // See `cache_registry` for why pinned memory is derived this way.
+        let pinned = |arenas: &[ArenaMetric], kind| {
+            let handed_out = arenas.iter().map(|a| a.pooled_active_bytes() + a.huge_active_bytes()).sum::<u64>()
+                + self.unpooled_counter(kind).load(Ordering::Relaxed);
+            let held = self.cache_registry.held_bytes(kind);
+            // The figures are read one after another while threads run: a
+            // region moving from a ring to a buffer can be missed once.
+            handed_out.saturating_sub(held)
+        };
         AllocatorMetric {
             used_heap_memory: used(&heap, MemoryKind::Heap),
             used_direct_memory: used(&direct, MemoryKind::Direct),
+            pinned_heap_memory: pinned(&heap, MemoryKind::Heap),
+            pinned_direct_memory: pinned(&direct, MemoryKind::Direct),
             num_thread_local_caches: if heap.is_empty() { &direct } else { &heap }
                 .iter()
                 .map(|a| a.num_thread_caches())
@@ -405,6 +430,49 @@ impl PooledAllocator {
     /// ```
     pub fn trim_current_thread_cache(&self) -> bool {
         thread_local::with_existing_cache(self.pool().id(), |cache| cache.trim()).is_some()
+    }
+
+    /// Gives back the memory the pool holds without use: the calling
+    /// thread's cache gives back every region now; every other thread's
+    /// cache is asked to do the same at its next cache lookups (a thread
+    /// cannot be reached while it runs), and the regions queued for it by
+    /// other threads go back at once; then every subpage with no element in
+    /// use and every empty chunk is given back, chunk memory to the system.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let burst: Vec<_> = (0..64).map(|_| alloc.heap_buffer(256 << 10)).collect();
+    /// assert_eq!(alloc.metric().used_heap_memory(), 4 * (4 << 20));
+    /// drop(burst);
+    /// alloc.trim();
+    /// assert_eq!(alloc.metric().used_heap_memory(), 0);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    pub fn trim(&self) {
+        self.pool().trim();
+    }
+
+    /// A readable report of the pool: totals, then per arena its counters,
+    /// its chunk lists with each chunk's usage and free bytes, and its
+    /// pooled subpages per class (the [`Display`](std::fmt::Display) of
+    /// [`AllocatorMetric`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).direct_arenas(0).build()?;
+    /// let _buf = alloc.heap_buffer(500);
+    /// let stats = alloc.dump_stats();
+    /// assert!(stats.contains("heap arena 0:"));
+    /// assert!(stats.contains("chunk: usage 1%"));
+    /// assert!(stats.contains("512 B x 16: 1 used, 15 free"));
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn dump_stats(&self) -> String {
+        self.metric().to_string()
     }
 
     /// A snapshot of the allocator's metrics.

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::allocator::Pool;
 use crate::arena::{Arena, PooledRegion};
+use crate::cache_registry::CacheTally;
 use crate::error::AllocError;
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
@@ -67,6 +68,17 @@ impl RemoteRegion {
         let arena = unsafe { self.arena.as_ref() };
         arena.free(self.region.chunk, self.region.handle, self.region.size_idx as usize);
     }
+
+    /// The region's memory kind and class size, for the cache's tally.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free_to_arena`](Self::free_to_arena): the arena is alive.
+    unsafe fn kind_and_size(&self) -> (MemoryKind, u64) {
+        // SAFETY: by this function's contract.
+        let arena = unsafe { self.arena.as_ref() };
+        (arena.kind(), arena.size_classes().size_of(self.region.size_idx as usize) as u64)
+    }
 }
 
 /// The part of a thread cache that other threads reach.
@@ -77,6 +89,8 @@ pub(crate) struct CacheShared {
     closed: AtomicBool,
     /// See the module docs.
     outstanding: AtomicUsize,
+    /// Bytes parked and queued here, for the pool's pinned-memory metric.
+    tally: Arc<CacheTally>,
 }
 
 impl CacheShared {
@@ -87,10 +101,72 @@ impl CacheShared {
     /// `this` came from `Box::into_raw` in [`ThreadCache::new`], and the
     /// caller brought `outstanding` to zero: nobody else uses it any more.
     unsafe fn destroy(this: NonNull<CacheShared>) {
+        {
+            // SAFETY: by this function's contract we are the last user but the
+            // pool's registry, whose reference is removed here, under its lock.
+            let shared = unsafe { this.as_ref() };
+            shared.pool.cache_registry().deregister(&shared.tally);
+        }
         // SAFETY: by this function's contract we are the last user.
         let shared = unsafe { Box::from_raw(this.as_ptr()) };
         while let Some(region) = shared.remote.pop() {
             // SAFETY: `shared.pool` keeps every arena of the pool alive.
+            unsafe { region.free_to_arena() };
+        }
+    }
+}
+
+impl CacheShared {
+    /// Queues a region released on another thread; false when the queue is
+    /// full. The bytes are counted as queued before the push, so that the
+    /// owner's pop never sees them uncounted.
+    fn push_remote(&self, region: RemoteRegion) -> bool {
+        // SAFETY: the region's buffer is being released: its arena is alive.
+        let (kind, bytes) = unsafe { region.kind_and_size() };
+        self.tally.count_queued(kind, bytes, true);
+        let pushed = self.remote.push(region).is_ok();
+        if !pushed {
+            self.tally.count_queued(kind, bytes, false);
+        }
+        pushed
+    }
+
+    /// Takes a region from the remote queue, uncounting it.
+    fn pop_remote(&self) -> Option<RemoteRegion> {
+        let region = self.remote.pop()?;
+        // SAFETY: queued regions belong to this cache's pool, alive through it.
+        let (kind, bytes) = unsafe { region.kind_and_size() };
+        self.tally.count_queued(kind, bytes, false);
+        Some(region)
+    }
+}
+
+/// The pool's registry's reference to a cache's shared part, so that
+/// [`PooledAllocator::trim`](crate::PooledAllocator::trim) can return the
+/// regions queued for any cache.
+///
+/// Only [`ThreadCache::new`] makes one, and only for the pool's
+/// [`CacheRegistry`](crate::cache_registry::CacheRegistry), which uses it
+/// under its lock; [`CacheShared::destroy`] removes it from the registry,
+/// under that lock, before the shared part is freed.
+#[derive(Debug)]
+pub(crate) struct SharedRef(NonNull<CacheShared>);
+
+// SAFETY: a CacheShared is used from any thread by design (atomics, a
+// lock-free queue, an `Arc<Pool>`); the pointer is only followed under the
+// registry's lock while the shared part is alive (type docs).
+unsafe impl Send for SharedRef {}
+// SAFETY: as above.
+unsafe impl Sync for SharedRef {}
+
+impl SharedRef {
+    /// Gives the regions queued for this cache back to their arenas.
+    pub(crate) fn return_queued(&self) {
+        // SAFETY: the registry calls this under its lock, and the shared part
+        // leaves the registry under that lock before it is freed (type docs).
+        let shared = unsafe { self.0.as_ref() };
+        while let Some(region) = shared.pop_remote() {
+            // SAFETY: the pool is alive through the shared part.
             unsafe { region.free_to_arena() };
         }
     }
@@ -255,7 +331,7 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
         return;
     }
     if let Some(region) = region {
-        let queued = !shared.closed.load(Ordering::Acquire) && shared.remote.push(region).is_ok();
+        let queued = !shared.closed.load(Ordering::Acquire) && shared.push_remote(region);
         if !queued {
             // SAFETY: the pool is alive through `shared`.
             unsafe { region.free_to_arena() };
@@ -325,6 +401,8 @@ pub(crate) struct ThreadCache {
     trim_interval: u32,
     trim_period: Option<Duration>,
     last_trim: Instant,
+    /// The shared part's tally, reached without going through `shared`.
+    tally: Arc<CacheTally>,
 }
 
 fn kind_index(kind: MemoryKind) -> usize {
@@ -361,14 +439,19 @@ impl ThreadCache {
             KindCache { arena: arena.map(NonNull::from), rings }
         };
         let kinds = [kind_cache(MemoryKind::Heap), kind_cache(MemoryKind::Direct)];
+        let tally = Arc::new(CacheTally::default());
         let shared = Box::new(CacheShared {
             pool: pool.clone(),
             remote: ArrayQueue::new(REMOTE_QUEUE_CAPACITY),
             closed: AtomicBool::new(false),
             outstanding: AtomicUsize::new(OWNER_BIAS),
+            tally: tally.clone(),
         });
+        let shared = NonNull::from(Box::leak(shared));
+        pool.cache_registry().register(tally.clone(), SharedRef(shared));
         ThreadCache {
-            shared: NonNull::from(Box::leak(shared)),
+            tally,
+            shared,
             classes,
             kinds,
             local_out: 0,
@@ -411,6 +494,7 @@ impl ThreadCache {
         if idx < self.kinds[k].rings.len() {
             self.count_lookup();
             if let Some(region) = self.take_cached(k, idx) {
+                self.tally.add_parked(kind, (self.classes.size_of(idx) as u64).wrapping_neg());
                 self.local_out += 1;
                 let cache = &self.kinds[k];
                 return Ok(Allocation::pooled(
@@ -451,7 +535,7 @@ impl ThreadCache {
         // take `&mut self`.
         let shared = unsafe { self.shared.as_ref() };
         let mut count = 0;
-        while let Some(region) = shared.remote.pop() {
+        while let Some(region) = shared.pop_remote() {
             self.park(region);
             count += 1;
         }
@@ -466,6 +550,8 @@ impl ThreadCache {
             if let Some(ring) = self.kinds[k].rings.get_mut(remote.region.size_idx as usize) {
                 if ring.regions.len() < ring.capacity {
                     ring.regions.push_back(remote.region);
+                    let kind = if k == 0 { MemoryKind::Heap } else { MemoryKind::Direct };
+                    self.tally.add_parked(kind, self.classes.size_of(remote.region.size_idx as usize) as u64);
                     return;
                 }
             }
@@ -479,31 +565,64 @@ impl ThreadCache {
         self.lookups += 1;
         if self.lookups >= self.trim_interval {
             self.trim();
-        } else if let Some(period) = self.trim_period {
-            if self.lookups % CLOCK_CHECK_EVERY == 0 && self.last_trim.elapsed() >= period {
-                self.trim();
-            }
+        } else if self.lookups % CLOCK_CHECK_EVERY == 0 {
+            self.periodic_check();
+        }
+    }
+
+    /// Every few lookups: a trim the pool asked for, or a time-based one.
+    #[cold]
+    fn periodic_check(&mut self) {
+        let due = self.trim_period.is_some_and(|period| self.last_trim.elapsed() >= period);
+        if due || self.tally.take_trim_request() {
+            self.trim();
         }
     }
 
     /// Netty's trim: each class frees (capacity - hits since the last trim)
     /// of its oldest regions, so idle classes drain and busy ones keep what
-    /// they use. Regions queued by other threads go back to arenas too.
+    /// they use. Regions queued by other threads go back to arenas too. When
+    /// the pool asked for a trim ([`PooledAllocator::trim`](crate::PooledAllocator::trim)),
+    /// every cached region goes back.
     pub(crate) fn trim(&mut self) {
+        let everything = self.tally.take_trim_request();
+        self.trim_with(everything);
+    }
+
+    /// Gives back every cached region of this thread.
+    pub(crate) fn trim_all(&mut self) {
+        self.tally.take_trim_request();
+        self.trim_with(true);
+    }
+
+    fn trim_with(&mut self, everything: bool) {
         self.lookups = 0;
         self.last_trim = Instant::now();
         for cache in &mut self.kinds {
             for idx in 0..cache.rings.len() {
                 let ring = &mut cache.rings[idx];
-                let excess = ring.capacity.saturating_sub(ring.hits);
+                let excess = if everything { usize::MAX } else { ring.capacity.saturating_sub(ring.hits) };
                 ring.hits = 0;
                 cache.free_oldest(idx, excess);
             }
         }
+        self.publish_parked();
         let shared = self.shared();
-        while let Some(region) = shared.remote.pop() {
+        while let Some(region) = shared.pop_remote() {
             // SAFETY: the pool is alive through the shared part.
             unsafe { region.free_to_arena() };
+        }
+    }
+
+    /// Recounts the bytes parked in the rings and publishes them.
+    fn publish_parked(&self) {
+        for (k, kind) in [MemoryKind::Heap, MemoryKind::Direct].into_iter().enumerate() {
+            let bytes: usize = self.kinds[k]
+                .rings
+                .iter()
+                .map(|r| r.regions.iter().map(|p| self.classes.size_of(p.size_idx as usize)).sum::<usize>())
+                .sum();
+            self.tally.set_parked(kind, bytes as u64);
         }
     }
 }
@@ -525,7 +644,8 @@ impl Drop for ThreadCache {
                 cache.arena().unbind_thread_cache();
             }
         }
-        while let Some(region) = shared.remote.pop() {
+        self.publish_parked();
+        while let Some(region) = shared.pop_remote() {
             // SAFETY: the pool is alive through the shared part.
             unsafe { region.free_to_arena() };
         }
