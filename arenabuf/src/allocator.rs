@@ -8,6 +8,7 @@ use crate::buf::ByteBuf;
 use crate::cache_registry::CacheRegistry;
 use crate::config::{Builder, Config};
 use crate::error::AllocError;
+use crate::leak::{LeakDetector, LeakLevel, LeakReport};
 use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{AllocatorMetric, ArenaMetric};
 use crate::size_class::SizeClasses;
@@ -59,6 +60,9 @@ pub(crate) struct Pool {
     unpooled_direct_bytes: AtomicU64,
     /// The live thread caches, for pinned memory and [`PooledAllocator::trim`].
     cache_registry: CacheRegistry,
+    /// The configured level, read on every allocation: one branch.
+    leak_level: LeakLevel,
+    leak: Arc<LeakDetector>,
 }
 
 impl Pool {
@@ -74,6 +78,8 @@ impl Pool {
             direct_arenas: arenas(MemoryKind::Direct, config.direct_arenas, Some(&direct_limit)),
             classes,
             direct_limit,
+            leak_level: config.leak_detection,
+            leak: Arc::new(LeakDetector::new(config.leak_detection)),
             config,
             closed: AtomicBool::new(false),
             unpooled_heap_bytes: AtomicU64::new(0),
@@ -216,6 +222,7 @@ struct UserHandle {
 impl Drop for UserHandle {
     fn drop(&mut self) {
         self.pool.closed.store(true, Ordering::Relaxed);
+        self.pool.leak.log_if_leaking();
     }
 }
 
@@ -412,7 +419,10 @@ impl PooledAllocator {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }
-        let allocation = Pool::allocate(self.pool(), kind, capacity)?;
+        let mut allocation = Pool::allocate(self.pool(), kind, capacity)?;
+        if self.pool().leak_level != LeakLevel::Disabled {
+            LeakDetector::maybe_track(&self.pool().leak, &mut allocation, capacity);
+        }
         Ok(ByteBuf::new(allocation, capacity, max_capacity))
     }
 
@@ -452,6 +462,32 @@ impl PooledAllocator {
     /// ```
     pub fn trim(&self) {
         self.pool().trim();
+    }
+
+    /// The buffers the leak detector tracks that are still alive, grouped
+    /// by allocation site: forgotten buffers, buffers in reference cycles,
+    /// or buffers simply still held. Which buffers are tracked depends on
+    /// the [`LeakLevel`] (by default one in 128). When the last handle of
+    /// the allocator drops, a non-empty report is printed to stderr.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arenabuf::{LeakLevel, PooledAllocator};
+    ///
+    /// let alloc = PooledAllocator::builder().leak_detection(LeakLevel::Paranoid).build()?;
+    /// let kept = alloc.heap_buffer(100);
+    /// std::mem::forget(alloc.heap_buffer(200));
+    /// let report = alloc.leak_report();
+    /// assert_eq!(report.len(), 2);
+    /// assert!(report.to_string().contains("200 B"));
+    /// drop(kept);
+    /// assert_eq!(alloc.leak_report().len(), 1);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn leak_report(&self) -> LeakReport {
+        self.pool().leak.report()
     }
 
     /// A readable report of the pool: totals, then per arena its counters,

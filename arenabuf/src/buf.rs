@@ -34,6 +34,10 @@ impl ByteBuf {
         ByteBuf { allocation, capacity, max_capacity }
     }
 
+    pub(crate) fn allocation(&self) -> &Allocation {
+        &self.allocation
+    }
+
     /// The capacity in bytes.
     ///
     /// # Examples

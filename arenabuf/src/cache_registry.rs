@@ -132,10 +132,4 @@ impl CacheRegistry {
             entry.shared.return_queued();
         }
     }
-
-    /// Live caches.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.entries).len()
-    }
 }

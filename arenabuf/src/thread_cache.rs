@@ -37,6 +37,7 @@ use crate::allocator::Pool;
 use crate::arena::{Arena, PooledRegion};
 use crate::cache_registry::CacheTally;
 use crate::error::AllocError;
+use crate::leak::LeakTracker;
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
 use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, Ordering};
@@ -196,6 +197,9 @@ pub(crate) struct Allocation {
     len: usize,
     direct: bool,
     source: ManuallyDrop<Source>,
+    /// Set when the leak detector tracks this allocation; dropping it (after
+    /// the region is given back) ends the tracking.
+    leak: Option<Box<LeakTracker>>,
 }
 
 // SAFETY: the region is exclusively the allocation's; the arena and the
@@ -234,6 +238,16 @@ impl Allocation {
         self.direct
     }
 
+    /// Marks the allocation as tracked by the leak detector.
+    pub(crate) fn set_leak_tracker(&mut self, tracker: Box<LeakTracker>) {
+        self.leak = Some(tracker);
+    }
+
+    /// The leak detector's tracking of this allocation, if any.
+    pub(crate) fn leak_tracker(&self) -> Option<&LeakTracker> {
+        self.leak.as_deref()
+    }
+
     /// A buffer of a pool with no arena of its kind.
     pub(crate) fn unpooled(memory: RawMemory, pool: Arc<Pool>) -> Allocation {
         Allocation {
@@ -241,6 +255,7 @@ impl Allocation {
             len: memory.len(),
             direct: memory.kind() == MemoryKind::Direct,
             source: ManuallyDrop::new(Source::Unpooled { memory, pool }),
+            leak: None,
         }
     }
 
@@ -265,6 +280,7 @@ impl Allocation {
             len: arena.size_classes().size_of(region.size_idx as usize),
             direct: arena.kind() == MemoryKind::Direct,
             source: ManuallyDrop::new(Source::Pooled { arena: arena_ptr, region, owner }),
+            leak: None,
         }
     }
 
@@ -274,6 +290,7 @@ impl Allocation {
             len: memory.len(),
             direct: memory.kind() == MemoryKind::Direct,
             source: ManuallyDrop::new(Source::Huge { arena, memory, owner }),
+            leak: None,
         }
     }
 }
