@@ -171,6 +171,38 @@ impl Pool {
         }
     }
 
+    /// Starts the background thread of the idle-time trim: every `period`
+    /// it trims the pool if no arena saw an allocation or release since the
+    /// previous look. It holds the pool weakly and ends once the pool is
+    /// closed or gone.
+    #[cfg(not(loom))]
+    fn start_idle_trim(this: &Arc<Pool>, period: std::time::Duration) {
+        let pool = Arc::downgrade(this);
+        let spawned = std::thread::Builder::new().name("arenabuf-idle-trim".into()).spawn(move || {
+            let mut last_seen = None;
+            loop {
+                std::thread::sleep(period);
+                let Some(pool) = pool.upgrade() else { return };
+                if pool.is_closed() {
+                    return;
+                }
+                let operations: u64 =
+                    pool.heap_arenas.iter().chain(pool.direct_arenas.iter()).map(Arena::num_operations).sum();
+                if last_seen == Some(operations) {
+                    pool.trim();
+                }
+                last_seen = Some(operations);
+            }
+        });
+        if let Err(err) = spawned {
+            eprintln!("arenabuf: no idle-time trim: cannot start its thread: {err}");
+        }
+    }
+
+    /// Loom models run no background thread.
+    #[cfg(loom)]
+    fn start_idle_trim(_this: &Arc<Pool>, _period: std::time::Duration) {}
+
     fn metric(&self) -> AllocatorMetric {
         let arena_metrics = |kind| -> Vec<ArenaMetric> { self.arenas(kind).iter().map(Arena::metric).collect() };
         let heap = arena_metrics(MemoryKind::Heap);
@@ -308,7 +340,12 @@ impl PooledAllocator {
     }
 
     pub(crate) fn from_config(config: Config) -> PooledAllocator {
-        PooledAllocator { handle: Arc::new(UserHandle { pool: Arc::new(Pool::new(config)) }) }
+        let idle_trim_millis = config.idle_trim_millis;
+        let pool = Arc::new(Pool::new(config));
+        if idle_trim_millis > 0 {
+            Pool::start_idle_trim(&pool, std::time::Duration::from_millis(idle_trim_millis));
+        }
+        PooledAllocator { handle: Arc::new(UserHandle { pool }) }
     }
 
     fn pool(&self) -> &Arc<Pool> {

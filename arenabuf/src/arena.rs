@@ -277,6 +277,17 @@ impl Arena {
         drop(destroyed);
     }
 
+    /// Allocations and releases the arena has seen, to tell an idle arena.
+    pub(crate) fn num_operations(&self) -> u64 {
+        let c = lock(&self.state).counters;
+        c.small_allocations
+            + c.normal_allocations
+            + c.small_deallocations
+            + c.normal_deallocations
+            + self.huge_allocations.load(Ordering::Relaxed)
+            + self.huge_deallocations.load(Ordering::Relaxed)
+    }
+
     /// The arena's counters.
     #[cfg(test)]
     pub(crate) fn counts(&self) -> ArenaCounts {

@@ -40,6 +40,7 @@ pub(crate) struct Config {
     pub(crate) use_cache_for_all_threads: bool,
     pub(crate) max_direct_memory: usize,
     pub(crate) leak_detection: LeakLevel,
+    pub(crate) idle_trim_millis: u64,
 }
 
 /// Builds a [`PooledAllocator`](crate::PooledAllocator) with chosen settings.
@@ -76,6 +77,7 @@ pub struct Builder {
     use_cache_for_all_threads: Option<bool>,
     max_direct_memory: Option<usize>,
     leak_detection: Option<LeakLevel>,
+    idle_trim_millis: Option<u64>,
     /// Reads environment variables; replaced in tests.
     env: fn(&str) -> Option<String>,
 }
@@ -95,6 +97,7 @@ impl fmt::Debug for Builder {
             .field("use_cache_for_all_threads", &self.use_cache_for_all_threads)
             .field("max_direct_memory", &self.max_direct_memory)
             .field("leak_detection", &self.leak_detection)
+            .field("idle_trim_millis", &self.idle_trim_millis)
             .finish()
     }
 }
@@ -128,6 +131,7 @@ impl Builder {
             use_cache_for_all_threads: None,
             max_direct_memory: None,
             leak_detection: None,
+            idle_trim_millis: None,
             env: process_env,
         }
     }
@@ -317,6 +321,21 @@ impl Builder {
         /// ```
         leak_detection: LeakLevel
     );
+    setter!(
+        /// Milliseconds between checks of a background thread that trims the
+        /// pool ([`PooledAllocator::trim`](crate::PooledAllocator::trim))
+        /// when no arena saw an allocation or release since its last check
+        /// (`ARENABUF_IDLE_TRIM_MILLIS`); default 0, off. The thread ends
+        /// when the allocator's last handle drops.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().idle_trim_millis(1000).build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        idle_trim_millis: u64
+    );
 
     /// Checks every setting and builds the allocator.
     ///
@@ -391,6 +410,7 @@ impl Builder {
                 // Loom models explore the cache protocol, not the detector.
                 if cfg!(loom) { LeakLevel::Disabled } else { LeakLevel::default() },
             )?,
+            idle_trim_millis: pick(self.idle_trim_millis, env, "ARENABUF_IDLE_TRIM_MILLIS", 0)?,
         };
         config.validate()?;
         Ok(config)
@@ -527,6 +547,7 @@ mod tests {
         assert_eq!((c.small_cache_size, c.normal_cache_size), (256, 64));
         assert_eq!(c.max_cached_buffer_capacity, 32 * 1024);
         assert_eq!((c.cache_trim_interval, c.cache_trim_interval_millis), (8192, 0));
+        assert_eq!(c.idle_trim_millis, 0, "idle trim is off by default");
         assert!(c.use_cache_for_all_threads);
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(c.heap_arenas, (2 * cores).min(system_memory() / (4 << 20) / 6));

@@ -202,3 +202,22 @@ fn dump_stats_lists_arenas_chunks_and_subpages() {
         assert!(stats.contains(needle), "{needle:?} missing in:\n{stats}");
     }
 }
+
+#[test]
+fn the_idle_time_trim_gives_memory_back_in_the_background() {
+    let alloc = PooledAllocator::builder().heap_arenas(1).direct_arenas(0).idle_trim_millis(10).build().unwrap();
+    let off = PooledAllocator::builder().heap_arenas(1).direct_arenas(0).build().unwrap();
+    for pool in [&alloc, &off] {
+        // 256 KiB is above the cached limit: it goes straight back, and the
+        // chunk, empty in qInit, is kept as the arena's reserve.
+        drop(pool.heap_buffer(256 << 10));
+        assert_eq!(pool.metric().used_heap_memory(), 4 << 20, "one empty chunk kept in reserve");
+    }
+    // Wait (generously) for the background thread to see the pool idle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while alloc.metric().used_heap_memory() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(alloc.metric().used_heap_memory(), 0, "the reserve chunk was given back");
+    assert_eq!(off.metric().used_heap_memory(), 4 << 20, "without the setting nothing happens");
+}
