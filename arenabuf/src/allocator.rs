@@ -548,6 +548,23 @@ impl PooledAllocator {
         self.metric().to_string()
     }
 
+    /// A picture of the pool as an SVG document: every chunk of every arena
+    /// as a strip of pages coloured by state; see [`chunks_svg`](crate::chunks_svg).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(2).direct_arenas(0).build()?;
+    /// let _buf = alloc.heap_buffer(1000);
+    /// let svg = alloc.stats_svg();
+    /// assert_eq!(svg.matches("<g data-chunk=").count(), 1);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn stats_svg(&self) -> String {
+        crate::picture::chunks_svg(&self.metric())
+    }
+
     /// A snapshot of the allocator's metrics.
     ///
     /// # Examples

@@ -2,6 +2,7 @@
 //! `arenabuf demo`.
 
 mod demo;
+mod stats;
 
 const USAGE: &str = "usage: arenabuf [classes | demo]";
 
@@ -15,6 +16,7 @@ fn main() {
         }
         Some("classes") => demo::print_size_classes(),
         Some("demo") => demo::run(),
+        Some("stats") => stats::run(&args[1..]),
         Some("-h" | "--help" | "help") => println!("{USAGE}"),
         Some(other) => {
             eprintln!("arenabuf: unknown command {other:?}\n{USAGE}");
