@@ -278,6 +278,7 @@ impl Arena {
     }
 
     /// Allocations and releases the arena has seen, to tell an idle arena.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn num_operations(&self) -> u64 {
         let c = lock(&self.state).counters;
         c.small_allocations

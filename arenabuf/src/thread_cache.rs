@@ -631,14 +631,12 @@ impl ThreadCache {
         }
     }
 
-    /// Recounts the bytes parked in the rings and publishes them.
+    /// Recounts the bytes parked in the rings and publishes them (a ring
+    /// holds regions of one class only).
     fn publish_parked(&self) {
         for (k, kind) in [MemoryKind::Heap, MemoryKind::Direct].into_iter().enumerate() {
-            let bytes: usize = self.kinds[k]
-                .rings
-                .iter()
-                .map(|r| r.regions.iter().map(|p| self.classes.size_of(p.size_idx as usize)).sum::<usize>())
-                .sum();
+            let rings = self.kinds[k].rings.iter().enumerate();
+            let bytes: usize = rings.map(|(idx, ring)| ring.regions.len() * self.classes.size_of(idx)).sum();
             self.tally.set_parked(kind, bytes as u64);
         }
     }

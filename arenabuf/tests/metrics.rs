@@ -221,3 +221,27 @@ fn the_idle_time_trim_gives_memory_back_in_the_background() {
     assert_eq!(alloc.metric().used_heap_memory(), 0, "the reserve chunk was given back");
     assert_eq!(off.metric().used_heap_memory(), 4 << 20, "without the setting nothing happens");
 }
+
+#[test]
+fn trim_returns_regions_queued_for_an_idle_thread_at_once() {
+    let alloc = PooledAllocator::builder().heap_arenas(1).direct_arenas(0).build().unwrap();
+    let (bufs_tx, bufs_rx) = std::sync::mpsc::channel::<Vec<ByteBuf>>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let worker = {
+        let alloc = alloc.clone();
+        std::thread::spawn(move || {
+            bufs_tx.send((0..50).map(|_| alloc.heap_buffer(2000)).collect()).unwrap();
+            done_rx.recv().unwrap(); // idle: never drains its queue itself
+        })
+    };
+    drop(bufs_rx.recv().unwrap()); // released here: queued for the worker
+    let metric = alloc.metric();
+    assert_eq!(metric.heap_arenas()[0].num_active_allocations(), 50);
+    assert_eq!(metric.pinned_heap_memory(), 0, "queued regions are not pinned");
+    alloc.trim();
+    let arena = heap_arena(&alloc);
+    assert_eq!(arena.num_active_allocations(), 0, "the queued regions went back to the arena");
+    assert_eq!(alloc.metric().used_heap_memory(), 0);
+    done_tx.send(()).unwrap();
+    worker.join().unwrap();
+}
