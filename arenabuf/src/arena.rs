@@ -432,6 +432,28 @@ mod tests {
     }
 
     #[test]
+    fn trim_retires_kept_subpages_and_destroys_empty_chunks() {
+        let a = arena(MemoryKind::Direct, None);
+        let idx = a.size_classes().index_of(512).unwrap();
+        let regions: Vec<PooledRegion> = (0..20).map(|_| a.allocate(idx).unwrap()).collect();
+        for r in &regions {
+            a.free(r.chunk, r.handle, idx);
+        }
+        // The last subpage of the class is kept, so the chunk is not empty.
+        assert_eq!(a.counts().chunks, 1);
+        assert_eq!(a.metric().small_subpages().len(), 1);
+        a.trim();
+        let c = a.counts();
+        assert_eq!((c.chunks, c.pooled.chunks_created, c.pooled.chunks_destroyed), (0, 1, 1));
+        assert!(a.metric().small_subpages().is_empty());
+        // The arena works after a trim.
+        let r = a.allocate(idx).unwrap();
+        a.test_touch(&r, 512, 7, false);
+        assert!(a.test_touch(&r, 512, 7, true));
+        a.free(r.chunk, r.handle, idx);
+    }
+
+    #[test]
     #[should_panic(expected = "freed twice")]
     fn a_double_free_panics_instead_of_corrupting() {
         let a = arena(MemoryKind::Heap, None);

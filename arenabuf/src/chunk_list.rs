@@ -402,6 +402,24 @@ mod tests {
     }
 
     #[test]
+    fn only_one_empty_chunk_is_kept_in_reserve() {
+        let (classes, mut lists) = setup();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut c = new_chunk(&classes);
+            let h = c.allocate_run(&classes, 1).unwrap();
+            held.push((lists.add(c), h));
+        }
+        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none(), "the first to empty is the reserve");
+        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_some(), "a second empty chunk goes");
+        let (id, h) = held.pop().unwrap();
+        assert!(free(&classes, &mut lists, (id, h)).is_some());
+        assert_eq!(lists.len(), 1);
+        assert_eq!(lists.remove_empty().len(), 1, "trim takes the reserve too");
+        assert_eq!(lists.len(), 0);
+    }
+
+    #[test]
     fn slots_are_reused_after_a_chunk_is_destroyed() {
         let (classes, mut lists) = setup();
         let mut c = new_chunk(&classes);
