@@ -5,8 +5,10 @@ use std::sync::OnceLock;
 
 use crate::arena::Arena;
 use crate::buf::ByteBuf;
+use crate::cache_registry::CacheRegistry;
 use crate::config::{Builder, Config};
 use crate::error::AllocError;
+use crate::leak::{LeakDetector, LeakLevel, LeakReport};
 use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{AllocatorMetric, ArenaMetric};
 use crate::size_class::SizeClasses;
@@ -64,6 +66,11 @@ pub(crate) struct Pool {
     closed: AtomicBool,
     unpooled_heap_bytes: AtomicU64,
     unpooled_direct_bytes: AtomicU64,
+    /// The live thread caches, for pinned memory and [`PooledAllocator::trim`].
+    cache_registry: CacheRegistry,
+    /// The configured level, read on every allocation: one branch.
+    leak_level: LeakLevel,
+    leak: Arc<LeakDetector>,
 }
 
 impl Pool {
@@ -79,11 +86,18 @@ impl Pool {
             direct_arenas: arenas(MemoryKind::Direct, config.direct_arenas, Some(&direct_limit)),
             classes,
             direct_limit,
+            leak_level: config.leak_detection,
+            leak: Arc::new(LeakDetector::new(config.leak_detection)),
             config,
             closed: AtomicBool::new(false),
             unpooled_heap_bytes: AtomicU64::new(0),
             unpooled_direct_bytes: AtomicU64::new(0),
+            cache_registry: CacheRegistry::default(),
         }
+    }
+
+    pub(crate) fn cache_registry(&self) -> &CacheRegistry {
+        &self.cache_registry
     }
 
     #[inline]
@@ -147,22 +161,71 @@ impl Pool {
         self.unpooled_counter(memory.kind()).fetch_sub(memory.len() as u64, Ordering::Relaxed);
     }
 
+    /// Asks every thread cache to give back its regions, returns the
+    /// regions queued for caches, trims the calling thread's cache, and
+    /// gives empty subpages and chunks back.
+    pub(crate) fn trim(&self) {
+        self.cache_registry.trim_all();
+        thread_local::with_existing_cache(self.id, |cache| cache.trim_all());
+        for arena in self.heap_arenas.iter().chain(self.direct_arenas.iter()) {
+            arena.trim();
+        }
+    }
+
+    /// Starts the background thread of the idle-time trim: every `period`
+    /// it trims the pool if no arena saw an allocation or release since the
+    /// previous look. It holds the pool weakly and ends once the pool is
+    /// closed or gone.
+    #[cfg(not(loom))]
+    fn start_idle_trim(this: &Arc<Pool>, period: std::time::Duration) {
+        let pool = Arc::downgrade(this);
+        let spawned = std::thread::Builder::new().name("arenabuf-idle-trim".into()).spawn(move || {
+            let mut last_seen = None;
+            loop {
+                std::thread::sleep(period);
+                let Some(pool) = pool.upgrade() else { return };
+                if pool.is_closed() {
+                    return;
+                }
+                let operations: u64 =
+                    pool.heap_arenas.iter().chain(pool.direct_arenas.iter()).map(Arena::num_operations).sum();
+                if last_seen == Some(operations) {
+                    pool.trim();
+                }
+                last_seen = Some(operations);
+            }
+        });
+        if let Err(err) = spawned {
+            eprintln!("arenabuf: no idle-time trim: cannot start its thread: {err}");
+        }
+    }
+
+    /// Loom models run no background thread.
+    #[cfg(loom)]
+    fn start_idle_trim(_this: &Arc<Pool>, _period: std::time::Duration) {}
+
     fn metric(&self) -> AllocatorMetric {
-        let arena_metrics = |kind| -> Vec<ArenaMetric> {
-            self.arenas(kind)
-                .iter()
-                .map(|a| ArenaMetric::new(a.counts(), a.num_thread_caches(), self.classes.chunk_size()))
-                .collect()
-        };
+        let arena_metrics = |kind| -> Vec<ArenaMetric> { self.arenas(kind).iter().map(Arena::metric).collect() };
         let heap = arena_metrics(MemoryKind::Heap);
         let direct = arena_metrics(MemoryKind::Direct);
         let used = |arenas: &[ArenaMetric], kind| {
             arenas.iter().map(|a| a.num_active_bytes()).sum::<u64>()
                 + self.unpooled_counter(kind).load(Ordering::Relaxed)
         };
+        // See `cache_registry` for why pinned memory is derived this way.
+        let pinned = |arenas: &[ArenaMetric], kind| {
+            let handed_out = arenas.iter().map(|a| a.pooled_active_bytes() + a.huge_active_bytes()).sum::<u64>()
+                + self.unpooled_counter(kind).load(Ordering::Relaxed);
+            let held = self.cache_registry.held_bytes(kind);
+            // The figures are read one after another while threads run: a
+            // region moving from a ring to a buffer can be missed once.
+            handed_out.saturating_sub(held)
+        };
         AllocatorMetric {
             used_heap_memory: used(&heap, MemoryKind::Heap),
             used_direct_memory: used(&direct, MemoryKind::Direct),
+            pinned_heap_memory: pinned(&heap, MemoryKind::Heap),
+            pinned_direct_memory: pinned(&direct, MemoryKind::Direct),
             num_thread_local_caches: if heap.is_empty() { &direct } else { &heap }
                 .iter()
                 .map(|a| a.num_thread_caches())
@@ -192,6 +255,7 @@ struct UserHandle {
 impl Drop for UserHandle {
     fn drop(&mut self) {
         self.pool.closed.store(true, Ordering::Relaxed);
+        self.pool.leak.log_if_leaking();
     }
 }
 
@@ -277,7 +341,12 @@ impl PooledAllocator {
     }
 
     pub(crate) fn from_config(config: Config) -> PooledAllocator {
-        PooledAllocator { handle: Arc::new(UserHandle { pool: Arc::new(Pool::new(config)) }) }
+        let idle_trim_millis = config.idle_trim_millis;
+        let pool = Arc::new(Pool::new(config));
+        if idle_trim_millis > 0 {
+            Pool::start_idle_trim(&pool, std::time::Duration::from_millis(idle_trim_millis));
+        }
+        PooledAllocator { handle: Arc::new(UserHandle { pool }) }
     }
 
     fn pool(&self) -> &Arc<Pool> {
@@ -326,8 +395,21 @@ impl PooledAllocator {
     #[inline(always)]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
         match thread_cache::allocate_cached(self.pool(), kind, capacity) {
-            Some(allocation) => ByteBuf::new(allocation, capacity, DEFAULT_MAX_CAPACITY.max(capacity)),
+            Some(mut allocation) => {
+                self.track_leaks(&mut allocation, capacity);
+                ByteBuf::new(allocation, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
+            }
             None => self.buffer_slow(kind, capacity),
+        }
+    }
+
+    /// The leak detector's sampling: a branch when disabled, a per-thread
+    /// random draw when sampling, the capture only for sampled buffers.
+    #[inline(always)]
+    fn track_leaks(&self, allocation: &mut Allocation, capacity: usize) {
+        let pool = self.pool();
+        if pool.leak_level != LeakLevel::Disabled && LeakDetector::should_track(pool.leak_level) {
+            LeakDetector::track(&pool.leak, allocation, capacity);
         }
     }
 
@@ -408,7 +490,8 @@ impl PooledAllocator {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }
-        let allocation = Pool::allocate(self.pool(), kind, capacity)?;
+        let mut allocation = Pool::allocate(self.pool(), kind, capacity)?;
+        self.track_leaks(&mut allocation, capacity);
         Ok(ByteBuf::new(allocation, capacity, max_capacity))
     }
 
@@ -426,6 +509,92 @@ impl PooledAllocator {
     /// ```
     pub fn trim_current_thread_cache(&self) -> bool {
         thread_local::with_existing_cache(self.pool().id(), |cache| cache.trim()).is_some()
+    }
+
+    /// Gives back the memory the pool holds without use: the calling
+    /// thread's cache gives back every region now; every other thread's
+    /// cache is asked to do the same at its next cache lookups (a thread
+    /// cannot be reached while it runs), and the regions queued for it by
+    /// other threads go back at once; then every subpage with no element in
+    /// use and every empty chunk is given back, chunk memory to the system.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let burst: Vec<_> = (0..64).map(|_| alloc.heap_buffer(256 << 10)).collect();
+    /// assert_eq!(alloc.metric().used_heap_memory(), 4 * (4 << 20));
+    /// drop(burst);
+    /// alloc.trim();
+    /// assert_eq!(alloc.metric().used_heap_memory(), 0);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    pub fn trim(&self) {
+        self.pool().trim();
+    }
+
+    /// The buffers the leak detector tracks that are still alive, grouped
+    /// by allocation site: forgotten buffers, buffers in reference cycles,
+    /// or buffers simply still held. Which buffers are tracked depends on
+    /// the [`LeakLevel`] (by default one in 128). When the last handle of
+    /// the allocator drops, a non-empty report is printed to stderr.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arenabuf::{LeakLevel, PooledAllocator};
+    ///
+    /// let alloc = PooledAllocator::builder().leak_detection(LeakLevel::Paranoid).build()?;
+    /// let kept = alloc.heap_buffer(100);
+    /// std::mem::forget(alloc.heap_buffer(200));
+    /// let report = alloc.leak_report();
+    /// assert_eq!(report.len(), 2);
+    /// assert!(report.to_string().contains("200 B"));
+    /// drop(kept);
+    /// assert_eq!(alloc.leak_report().len(), 1);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn leak_report(&self) -> LeakReport {
+        self.pool().leak.report()
+    }
+
+    /// A readable report of the pool: totals, then per arena its counters,
+    /// its chunk lists with each chunk's usage and free bytes, and its
+    /// pooled subpages per class (the [`Display`](std::fmt::Display) of
+    /// [`AllocatorMetric`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).direct_arenas(0).build()?;
+    /// let _buf = alloc.heap_buffer(500);
+    /// let stats = alloc.dump_stats();
+    /// assert!(stats.contains("heap arena 0:"));
+    /// assert!(stats.contains("chunk: usage 1%"));
+    /// assert!(stats.contains("512 B x 16: 1 used, 15 free"));
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn dump_stats(&self) -> String {
+        self.metric().to_string()
+    }
+
+    /// A picture of the pool as an SVG document: every chunk of every arena
+    /// as a strip of pages coloured by state; see [`chunks_svg`](crate::chunks_svg).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(2).direct_arenas(0).build()?;
+    /// let _buf = alloc.heap_buffer(1000);
+    /// let svg = alloc.stats_svg();
+    /// assert_eq!(svg.matches("<g data-chunk=").count(), 1);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn stats_svg(&self) -> String {
+        crate::picture::chunks_svg(&self.metric())
     }
 
     /// A snapshot of the allocator's metrics.

@@ -14,9 +14,10 @@
 use std::ptr::NonNull;
 
 use crate::chunk::{Chunk, Handle};
-use crate::chunk_list::ChunkLists;
+use crate::chunk_list::{ChunkLists, BANDS, LIST_NAMES, NUM_LISTS};
 use crate::error::AllocError;
 use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
+use crate::metric::{ArenaMetric, ChunkListMetric, ChunkMetric, SubpageMetric};
 use crate::size_class::SizeClasses;
 use crate::subpage::{shape_for, Freed, SubpagePools, SubpageRef, SubpageShape};
 use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -248,7 +249,48 @@ impl Arena {
         self.huge_active_bytes.fetch_sub(size, Ordering::Relaxed);
     }
 
+    /// Gives back what the arena holds without use: subpages with no element
+    /// in use (even the last of their class, which a free keeps) and then
+    /// every empty chunk, whose memory goes back to the system.
+    pub(crate) fn trim(&self) {
+        let classes = &*self.classes;
+        let destroyed = {
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
+            let mut destroyed = Vec::new();
+            for idx in 0..classes.num_small_classes() {
+                let refs: Vec<SubpageRef> = state.pools.iter(&mut state.lists, idx).collect();
+                for at in refs {
+                    let sub = state.lists.get(at.chunk).subpages().get(at.page);
+                    if sub.num_avail() == sub.max_elems() {
+                        state.pools.remove(&mut state.lists, at);
+                        state.lists.get_mut(at.chunk).retire_subpage(classes, at.page);
+                        destroyed.extend(state.lists.after_free(at.chunk));
+                    }
+                }
+            }
+            destroyed.extend(state.lists.remove_empty());
+            state.counters.chunks_destroyed += destroyed.len() as u64;
+            destroyed
+        };
+        // The chunks' memory goes back to the system outside the lock.
+        drop(destroyed);
+    }
+
+    /// Allocations and releases the arena has seen, to tell an idle arena.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn num_operations(&self) -> u64 {
+        let c = lock(&self.state).counters;
+        c.small_allocations
+            + c.normal_allocations
+            + c.small_deallocations
+            + c.normal_deallocations
+            + self.huge_allocations.load(Ordering::Relaxed)
+            + self.huge_deallocations.load(Ordering::Relaxed)
+    }
+
     /// The arena's counters.
+    #[cfg(test)]
     pub(crate) fn counts(&self) -> ArenaCounts {
         let (pooled, chunks) = {
             let state = lock(&self.state);
@@ -261,6 +303,45 @@ impl Arena {
             huge_active_bytes: self.huge_active_bytes.load(Ordering::Relaxed),
             chunks,
         }
+    }
+
+    /// A snapshot of the arena: counters, chunk lists and subpage pools, the
+    /// pooled part taken under one hold of the lock so that it is consistent.
+    pub(crate) fn metric(&self) -> ArenaMetric {
+        let classes = &*self.classes;
+        let (pooled, chunks, lists, subpages) = {
+            let mut guard = lock(&self.state);
+            let state = &mut *guard;
+            let lists: Vec<ChunkListMetric> = (0..NUM_LISTS)
+                .map(|list| ChunkListMetric {
+                    name: LIST_NAMES[list],
+                    min_usage: BANDS[list].0,
+                    max_usage: BANDS[list].1,
+                    chunks: state.lists.iter_list(list).map(|(_, c)| ChunkMetric::of(c, classes)).collect(),
+                })
+                .collect();
+            let mut subpages = Vec::new();
+            for idx in 0..classes.num_small_classes() {
+                let refs: Vec<SubpageRef> = state.pools.iter(&mut state.lists, idx).collect();
+                subpages.extend(refs.into_iter().map(|at| {
+                    let sub = state.lists.get(at.chunk).subpages().get(at.page);
+                    SubpageMetric {
+                        element_size: classes.size_of(idx),
+                        max_num_elements: sub.max_elems(),
+                        num_available: sub.num_avail(),
+                    }
+                }));
+            }
+            (state.counters, state.lists.len() as u64, lists, subpages)
+        };
+        let counts = ArenaCounts {
+            pooled,
+            huge_allocations: self.huge_allocations.load(Ordering::Relaxed),
+            huge_deallocations: self.huge_deallocations.load(Ordering::Relaxed),
+            huge_active_bytes: self.huge_active_bytes.load(Ordering::Relaxed),
+            chunks,
+        };
+        ArenaMetric::new(counts, self.num_thread_caches(), classes.chunk_size(), lists, subpages)
     }
 
     /// Fills the `len` first bytes of a region with `byte`, or checks that
@@ -276,7 +357,7 @@ impl Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk_list::{LIST_NAMES, QINIT};
+    use crate::chunk_list::QINIT;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -348,6 +429,28 @@ mod tests {
         assert_eq!(limit.used(), 0);
         let again = a.allocate(whole).unwrap();
         a.free(again.chunk, again.handle, whole);
+    }
+
+    #[test]
+    fn trim_retires_kept_subpages_and_destroys_empty_chunks() {
+        let a = arena(MemoryKind::Direct, None);
+        let idx = a.size_classes().index_of(512).unwrap();
+        let regions: Vec<PooledRegion> = (0..20).map(|_| a.allocate(idx).unwrap()).collect();
+        for r in &regions {
+            a.free(r.chunk, r.handle, idx);
+        }
+        // The last subpage of the class is kept, so the chunk is not empty.
+        assert_eq!(a.counts().chunks, 1);
+        assert_eq!(a.metric().small_subpages().len(), 1);
+        a.trim();
+        let c = a.counts();
+        assert_eq!((c.chunks, c.pooled.chunks_created, c.pooled.chunks_destroyed), (0, 1, 1));
+        assert!(a.metric().small_subpages().is_empty());
+        // The arena works after a trim.
+        let r = a.allocate(idx).unwrap();
+        a.test_touch(&r, 512, 7, false);
+        assert!(a.test_touch(&r, 512, 7, true));
+        a.free(r.chunk, r.handle, idx);
     }
 
     #[test]

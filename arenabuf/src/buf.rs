@@ -223,6 +223,11 @@ impl ByteBuf {
         }
     }
 
+    /// The allocation behind the buffer (shared with other parts, if any).
+    pub(crate) fn allocation(&self) -> &Allocation {
+        self.storage.allocation()
+    }
+
     /// The capacity in bytes.
     ///
     /// # Examples

@@ -191,7 +191,6 @@ impl Chunk {
         Ok(chunk)
     }
 
-    #[cfg(test)]
     /// Bytes not in any used run.
     #[inline]
     pub(crate) fn free_bytes(&self) -> usize {
@@ -347,7 +346,6 @@ impl Chunk {
         &mut self.subpages
     }
 
-    #[cfg(test)]
     /// The runs of the chunk in page order: (first page, pages, used).
     pub(crate) fn runs(&self) -> impl Iterator<Item = (u32, u32, bool)> + '_ {
         let mut page = 0;

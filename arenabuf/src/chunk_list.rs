@@ -28,7 +28,6 @@ pub(crate) const NUM_LISTS: usize = 6;
 /// The order in which lists are tried for an allocation (never q100).
 const ALLOCATION_ORDER: [usize; 5] = [Q050, Q025, Q000, QINIT, Q075];
 
-#[cfg(test)]
 /// Display names, in list order.
 pub(crate) const LIST_NAMES: [&str; NUM_LISTS] = ["qInit", "q000", "q025", "q050", "q075", "q100"];
 
@@ -178,12 +177,17 @@ impl ChunkLists {
     }
 
     /// Re-files chunk `id` after a free lowered its usage. Returns the chunk
-    /// when it must be destroyed (it left q000 empty); the caller drops it,
-    /// ideally after releasing the arena's lock.
+    /// when it must be destroyed (it left q000 empty, or it is empty in
+    /// qInit while another empty chunk is kept there as the reserve); the
+    /// caller drops it, ideally after releasing the arena's lock.
     pub(crate) fn after_free(&mut self, id: u32) -> Option<Box<Chunk>> {
         let list = self.slots[id as usize].list;
         let usage = self.get(id).usage();
         if !falls_out_of(list, usage) {
+            if usage == 0 && list == QINIT && self.other_empty_in_qinit(id) {
+                self.unlink(id);
+                return Some(self.remove(id));
+            }
             return None;
         }
         self.unlink(id);
@@ -198,7 +202,28 @@ impl ChunkLists {
         Some(self.remove(id))
     }
 
-    #[cfg(test)]
+    /// Whether qInit holds an empty chunk other than `id`: the one empty chunk
+    /// an arena keeps in reserve, so that a burst that ends does not leave
+    /// its chunks mapped but a steady trickle does not map and unmap one.
+    fn other_empty_in_qinit(&self, id: u32) -> bool {
+        self.iter_list(QINIT).any(|(other, chunk)| other != id && chunk.usage() == 0)
+    }
+
+    /// Takes every empty chunk out of the lists, for the caller to destroy.
+    #[allow(clippy::vec_box)] // the chunks live boxed in the slab; unboxing would copy each
+    pub(crate) fn remove_empty(&mut self) -> Vec<Box<Chunk>> {
+        let empty: Vec<u32> = (0..NUM_LISTS)
+            .flat_map(|list| self.iter_list(list).filter(|(_, c)| c.usage() == 0).map(|(id, _)| id).collect::<Vec<_>>())
+            .collect();
+        empty
+            .into_iter()
+            .map(|id| {
+                self.unlink(id);
+                self.remove(id)
+            })
+            .collect()
+    }
+
     /// The chunks of `list`, front first.
     pub(crate) fn iter_list(&self, list: usize) -> impl Iterator<Item = (u32, &Chunk)> + '_ {
         let mut id = self.heads[list];
@@ -376,6 +401,24 @@ mod tests {
         // 200 pages need the 224-page class: only q000's 312-page run has it.
         let (id, _) = run(&classes, &mut lists, 200);
         assert_eq!(id, ids[1]);
+    }
+
+    #[test]
+    fn only_one_empty_chunk_is_kept_in_reserve() {
+        let (classes, mut lists) = setup();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut c = new_chunk(&classes);
+            let h = c.allocate_run(&classes, 1).unwrap();
+            held.push((lists.add(c), h));
+        }
+        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none(), "the first to empty is the reserve");
+        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_some(), "a second empty chunk goes");
+        let (id, h) = held.pop().unwrap();
+        assert!(free(&classes, &mut lists, (id, h)).is_some());
+        assert_eq!(lists.len(), 1);
+        assert_eq!(lists.remove_empty().len(), 1, "trim takes the reserve too");
+        assert_eq!(lists.len(), 0);
     }
 
     #[test]

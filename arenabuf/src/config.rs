@@ -8,6 +8,7 @@
 use std::fmt;
 
 use crate::error::ConfigError;
+use crate::leak::LeakLevel;
 use crate::size_class::SizeClasses;
 
 /// Netty's default page size.
@@ -38,6 +39,8 @@ pub(crate) struct Config {
     pub(crate) cache_trim_interval_millis: u64,
     pub(crate) use_cache_for_all_threads: bool,
     pub(crate) max_direct_memory: usize,
+    pub(crate) leak_detection: LeakLevel,
+    pub(crate) idle_trim_millis: u64,
 }
 
 /// Builds a [`PooledAllocator`](crate::PooledAllocator) with chosen settings.
@@ -73,6 +76,8 @@ pub struct Builder {
     cache_trim_interval_millis: Option<u64>,
     use_cache_for_all_threads: Option<bool>,
     max_direct_memory: Option<usize>,
+    leak_detection: Option<LeakLevel>,
+    idle_trim_millis: Option<u64>,
     /// Reads environment variables; replaced in tests.
     env: fn(&str) -> Option<String>,
 }
@@ -91,6 +96,8 @@ impl fmt::Debug for Builder {
             .field("cache_trim_interval_millis", &self.cache_trim_interval_millis)
             .field("use_cache_for_all_threads", &self.use_cache_for_all_threads)
             .field("max_direct_memory", &self.max_direct_memory)
+            .field("leak_detection", &self.leak_detection)
+            .field("idle_trim_millis", &self.idle_trim_millis)
             .finish()
     }
 }
@@ -123,6 +130,8 @@ impl Builder {
             cache_trim_interval_millis: None,
             use_cache_for_all_threads: None,
             max_direct_memory: None,
+            leak_detection: None,
+            idle_trim_millis: None,
             env: process_env,
         }
     }
@@ -293,6 +302,40 @@ impl Builder {
         /// ```
         max_direct_memory: usize
     );
+    setter!(
+        /// The leak detector's level (`ARENABUF_LEAK_DETECTION_LEVEL`:
+        /// `disabled`, `simple`, `advanced` or `paranoid`, any case); default
+        /// [`LeakLevel::Simple`], one buffer in 128 tracked.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// use arenabuf::LeakLevel;
+        ///
+        /// let alloc = arenabuf::PooledAllocator::builder()
+        ///     .leak_detection(LeakLevel::Disabled)
+        ///     .build()?;
+        /// std::mem::forget(alloc.heap_buffer(10));
+        /// assert!(alloc.leak_report().is_empty());
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        leak_detection: LeakLevel
+    );
+    setter!(
+        /// Milliseconds between checks of a background thread that trims the
+        /// pool ([`PooledAllocator::trim`](crate::PooledAllocator::trim))
+        /// when no arena saw an allocation or release since its last check
+        /// (`ARENABUF_IDLE_TRIM_MILLIS`); default 0, off. The thread ends
+        /// when the allocator's last handle drops.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().idle_trim_millis(1000).build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        idle_trim_millis: u64
+    );
 
     /// Checks every setting and builds the allocator.
     ///
@@ -360,6 +403,14 @@ impl Builder {
                 true,
             )?,
             max_direct_memory,
+            leak_detection: pick(
+                self.leak_detection,
+                env,
+                "ARENABUF_LEAK_DETECTION_LEVEL",
+                // Loom models explore the cache protocol, not the detector.
+                if cfg!(loom) { LeakLevel::Disabled } else { LeakLevel::default() },
+            )?,
+            idle_trim_millis: pick(self.idle_trim_millis, env, "ARENABUF_IDLE_TRIM_MILLIS", 0)?,
         };
         config.validate()?;
         Ok(config)
@@ -418,6 +469,13 @@ impl FromEnv for bool {
         }
     }
     const ALLOWED: &'static str = "true or false";
+}
+
+impl FromEnv for LeakLevel {
+    fn parse_env(text: &str) -> Option<Self> {
+        LeakLevel::from_name(text)
+    }
+    const ALLOWED: &'static str = "disabled, simple, advanced or paranoid";
 }
 
 fn pick<T: FromEnv>(
@@ -489,6 +547,7 @@ mod tests {
         assert_eq!((c.small_cache_size, c.normal_cache_size), (256, 64));
         assert_eq!(c.max_cached_buffer_capacity, 32 * 1024);
         assert_eq!((c.cache_trim_interval, c.cache_trim_interval_millis), (8192, 0));
+        assert_eq!(c.idle_trim_millis, 0, "idle trim is off by default");
         assert!(c.use_cache_for_all_threads);
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(c.heap_arenas, (2 * cores).min(system_memory() / (4 << 20) / 6));
@@ -519,6 +578,23 @@ mod tests {
         assert_eq!((c.direct_arenas, c.small_cache_size, c.use_cache_for_all_threads), (3, 128, false));
         let c = Builder::new().with_env(env).direct_arenas(1).resolve().unwrap();
         assert_eq!(c.direct_arenas, 1);
+    }
+
+    #[test]
+    fn the_leak_detection_level_comes_from_its_variable_in_any_case() {
+        fn env(name: &str) -> Option<String> {
+            (name == "ARENABUF_LEAK_DETECTION_LEVEL").then(|| "Paranoid".into())
+        }
+        fn bad(name: &str) -> Option<String> {
+            (name == "ARENABUF_LEAK_DETECTION_LEVEL").then(|| "loud".into())
+        }
+        assert_eq!(builder().resolve().unwrap().leak_detection, LeakLevel::Simple);
+        assert_eq!(Builder::new().with_env(env).resolve().unwrap().leak_detection, LeakLevel::Paranoid);
+        let c = Builder::new().with_env(env).leak_detection(LeakLevel::Disabled).resolve().unwrap();
+        assert_eq!(c.leak_detection, LeakLevel::Disabled);
+        let err = Builder::new().with_env(bad).resolve().unwrap_err();
+        assert_eq!(err.setting(), "ARENABUF_LEAK_DETECTION_LEVEL");
+        assert!(err.to_string().contains("loud") && err.allowed().contains("paranoid"));
     }
 
     #[test]

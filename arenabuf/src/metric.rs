@@ -3,7 +3,11 @@
 //! A snapshot is taken arena by arena, each under its arena's lock, so the
 //! figures of one arena are consistent with each other.
 
+use std::fmt;
+
 use crate::arena::ArenaCounts;
+use crate::chunk::Chunk;
+use crate::size_class::SizeClasses;
 
 /// A snapshot of a [`PooledAllocator`](crate::PooledAllocator)'s metrics.
 ///
@@ -23,6 +27,8 @@ pub struct AllocatorMetric {
     pub(crate) num_thread_local_caches: usize,
     pub(crate) used_heap_memory: u64,
     pub(crate) used_direct_memory: u64,
+    pub(crate) pinned_heap_memory: u64,
+    pub(crate) pinned_direct_memory: u64,
     pub(crate) chunk_size: usize,
     pub(crate) small_cache_size: usize,
     pub(crate) normal_cache_size: usize,
@@ -102,6 +108,43 @@ impl AllocatorMetric {
     #[must_use]
     pub fn used_direct_memory(&self) -> u64 {
         self.used_direct_memory
+    }
+
+    /// Bytes of heap memory reserved by live buffers: the class size of each
+    /// live pooled buffer plus the size of each live huge or unpooled one.
+    /// Regions parked in thread caches or on their way back to one are not
+    /// pinned (Netty's definition). While buffers live,
+    /// `capacity <= pinned <= used`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let buf = alloc.heap_buffer(1000); // the 1024-byte class
+    /// assert_eq!(alloc.metric().pinned_heap_memory(), 1024);
+    /// drop(buf); // parked in this thread's cache: no longer pinned
+    /// assert_eq!(alloc.metric().pinned_heap_memory(), 0);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn pinned_heap_memory(&self) -> u64 {
+        self.pinned_heap_memory
+    }
+
+    /// Bytes of direct memory reserved by live buffers; see
+    /// [`pinned_heap_memory`](Self::pinned_heap_memory).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().direct_arenas(1).build()?;
+    /// let _buf = alloc.direct_buffer(100_000); // the 114688-byte class
+    /// assert_eq!(alloc.metric().pinned_direct_memory(), 114_688);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn pinned_direct_memory(&self) -> u64 {
+        self.pinned_direct_memory
     }
 
     /// Bytes in one chunk.
@@ -189,6 +232,8 @@ pub struct ArenaMetric {
     counts: ArenaCounts,
     thread_caches: usize,
     chunk_size: usize,
+    chunk_lists: Vec<ChunkListMetric>,
+    small_subpages: Vec<SubpageMetric>,
 }
 
 macro_rules! arena_counter {
@@ -212,9 +257,66 @@ macro_rules! arena_counter {
 }
 
 impl ArenaMetric {
-    pub(crate) fn new(counts: ArenaCounts, thread_caches: usize, chunk_size: usize) -> ArenaMetric {
-        ArenaMetric { counts, thread_caches, chunk_size }
+    pub(crate) fn new(
+        counts: ArenaCounts,
+        thread_caches: usize,
+        chunk_size: usize,
+        chunk_lists: Vec<ChunkListMetric>,
+        small_subpages: Vec<SubpageMetric>,
+    ) -> ArenaMetric {
+        ArenaMetric { counts, thread_caches, chunk_size, chunk_lists, small_subpages }
     }
+
+    /// The six chunk lists in the order qInit, q000, q025, q050, q075, q100.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(100);
+    /// let metric = alloc.metric();
+    /// let lists = metric.heap_arenas()[0].chunk_lists();
+    /// let names: Vec<&str> = lists.iter().map(|l| l.name()).collect();
+    /// assert_eq!(names, ["qInit", "q000", "q025", "q050", "q075", "q100"]);
+    /// assert_eq!(lists[0].chunks().len(), 1, "a new chunk starts in qInit");
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn chunk_lists(&self) -> &[ChunkListMetric] {
+        &self.chunk_lists
+    }
+
+    /// The subpages that have free elements, per small class in class
+    /// order (full subpages leave their class's list, as in Netty).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(500); // the 512-byte class: 16 per page
+    /// let metric = alloc.metric();
+    /// let subpage = &metric.heap_arenas()[0].small_subpages()[0];
+    /// assert_eq!(subpage.element_size(), 512);
+    /// assert_eq!((subpage.max_num_elements(), subpage.num_available()), (16, 15));
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn small_subpages(&self) -> &[SubpageMetric] {
+        &self.small_subpages
+    }
+
+    arena_counter!(
+        /// Chunks the arena has created.
+        num_chunks_created => |c| c.pooled.chunks_created
+    );
+    arena_counter!(
+        /// Chunks the arena has destroyed (given back to the system).
+        num_chunks_destroyed => |c| c.pooled.chunks_destroyed
+    );
+    arena_counter!(
+        /// Chunks the arena holds now.
+        num_active_chunks => |c| c.chunks
+    );
 
     /// Thread caches bound to this arena.
     ///
@@ -283,5 +385,426 @@ impl ArenaMetric {
     #[must_use]
     pub fn num_active_bytes(&self) -> u64 {
         self.counts.chunks * self.chunk_size as u64 + self.counts.huge_active_bytes
+    }
+
+    /// Class bytes of the small and normal regions handed out and not given
+    /// back (live buffers and regions held by thread caches).
+    pub(crate) fn pooled_active_bytes(&self) -> u64 {
+        self.counts.pooled.active_bytes
+    }
+
+    /// Bytes of live huge buffers.
+    pub(crate) fn huge_active_bytes(&self) -> u64 {
+        self.counts.huge_active_bytes
+    }
+}
+
+/// A snapshot of one chunk list: its usage band and its chunks.
+///
+/// # Examples
+///
+/// ```
+/// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+/// let metric = alloc.metric();
+/// let q025 = &metric.heap_arenas()[0].chunk_lists()[2];
+/// assert_eq!((q025.name(), q025.min_usage(), q025.max_usage()), ("q025", 25, 75));
+/// assert!(q025.chunks().is_empty());
+/// # Ok::<(), arenabuf::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkListMetric {
+    pub(crate) name: &'static str,
+    pub(crate) min_usage: u32,
+    pub(crate) max_usage: u32,
+    pub(crate) chunks: Vec<ChunkMetric>,
+}
+
+impl ChunkListMetric {
+    /// The list's name: `qInit`, `q000`, `q025`, `q050`, `q075` or `q100`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let metric = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[5].name(), "q100");
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The lowest usage (percent) of the list's band, as Netty reports it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let metric = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[0].min_usage(), 1);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn min_usage(&self) -> u32 {
+        self.min_usage
+    }
+
+    /// The highest usage (percent) of the list's band.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let metric = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[1].max_usage(), 50);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn max_usage(&self) -> u32 {
+        self.max_usage
+    }
+
+    /// The chunks in the list, front first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(3 << 20); // 75 %: q050
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[3].chunks()[0].usage(), 75);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn chunks(&self) -> &[ChunkMetric] {
+        &self.chunks
+    }
+}
+
+/// A snapshot of one chunk: usage, free bytes and its runs of pages.
+///
+/// # Examples
+///
+/// ```
+/// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+/// let _buf = alloc.heap_buffer(1 << 20); // 25 %: above qInit's band, in q000
+/// let metric = alloc.metric();
+/// let chunk = &metric.heap_arenas()[0].chunk_lists()[1].chunks()[0];
+/// assert_eq!((chunk.usage(), chunk.chunk_size(), chunk.free_bytes()), (25, 4 << 20, 3 << 20));
+/// # Ok::<(), arenabuf::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkMetric {
+    usage: u32,
+    chunk_size: usize,
+    free_bytes: usize,
+    page_size: usize,
+    runs: Vec<RunMetric>,
+}
+
+impl ChunkMetric {
+    pub(crate) fn of(chunk: &Chunk, classes: &SizeClasses) -> ChunkMetric {
+        let subpages = chunk.subpages();
+        let runs = chunk
+            .runs()
+            .map(|(first_page, pages, used)| {
+                let sub = subpages.get(first_page);
+                let state = match (used, sub.in_use()) {
+                    (false, _) => RunState::Free,
+                    (true, false) => RunState::Used,
+                    (true, true) => RunState::Subpage {
+                        element_size: classes.size_of(sub.size_idx()),
+                        max_num_elements: sub.max_elems(),
+                        num_available: sub.num_avail(),
+                    },
+                };
+                RunMetric { first_page, pages, state }
+            })
+            .collect();
+        ChunkMetric {
+            usage: chunk.usage(),
+            chunk_size: chunk.size(),
+            free_bytes: chunk.free_bytes(),
+            page_size: classes.page_size(),
+            runs,
+        }
+    }
+
+    /// Usage in percent: 100 only when full, else at most 99, 0 only when
+    /// empty (Netty's rounding).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(16);
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].usage(), 1);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn usage(&self) -> u32 {
+        self.usage
+    }
+
+    /// Bytes in the chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(16);
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].chunk_size(), 4 << 20);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn chunk_size(&self) -> usize {
+        self.chunk_size
+    }
+
+    /// Bytes not in any used run (free elements of subpages count as used:
+    /// their run is taken).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(16); // a one-page subpage
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].free_bytes(), (4 << 20) - 8192);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn free_bytes(&self) -> usize {
+        self.free_bytes
+    }
+
+    /// Bytes in one page.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(16);
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].page_size(), 8192);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Pages in the chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(16);
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].num_pages(), 512);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn num_pages(&self) -> usize {
+        self.chunk_size / self.page_size
+    }
+
+    /// The runs of pages that tile the chunk, in page order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use arenabuf::RunState;
+    ///
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(64 << 10); // 8 pages
+    /// let metric = alloc.metric();
+    /// let runs = metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].runs();
+    /// assert_eq!((runs[0].first_page(), runs[0].pages(), runs[0].state()), (0, 8, RunState::Used));
+    /// assert_eq!((runs[1].first_page(), runs[1].pages(), runs[1].state()), (8, 504, RunState::Free));
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn runs(&self) -> &[RunMetric] {
+        &self.runs
+    }
+}
+
+/// One run of pages of a chunk: where it is and what it holds.
+///
+/// # Examples
+///
+/// ```
+/// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+/// let _buf = alloc.heap_buffer(8192);
+/// let metric = alloc.metric();
+/// let run = metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].runs()[0];
+/// assert_eq!((run.first_page(), run.pages()), (0, 1));
+/// # Ok::<(), arenabuf::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunMetric {
+    first_page: u32,
+    pages: u32,
+    state: RunState,
+}
+
+impl RunMetric {
+    /// The run's first page.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let (_a, _b) = (alloc.heap_buffer(32 << 10), alloc.heap_buffer(32 << 10));
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].runs()[1].first_page(), 4);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn first_page(&self) -> u32 {
+        self.first_page
+    }
+
+    /// Pages in the run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _a = alloc.heap_buffer(32 << 10);
+    /// let metric = alloc.metric();
+    /// assert_eq!(metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].runs()[0].pages(), 4);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// What the run holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let metric = alloc.metric();
+    /// assert!(metric.heap_arenas()[0].chunk_lists().iter().all(|l| l.chunks().is_empty()));
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn state(&self) -> RunState {
+        self.state
+    }
+}
+
+/// What a run of pages holds.
+///
+/// # Examples
+///
+/// ```
+/// use arenabuf::RunState;
+///
+/// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+/// let _buf = alloc.heap_buffer(100); // a 112-byte element of a subpage
+/// let metric = alloc.metric();
+/// let run = metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].runs()[0];
+/// assert!(matches!(run.state(), RunState::Subpage { element_size: 112, num_available, .. } if num_available > 0));
+/// # Ok::<(), arenabuf::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Free pages.
+    Free,
+    /// A run handed out whole (a normal-class buffer).
+    Used,
+    /// A run cut into elements of one small class.
+    Subpage {
+        /// Bytes per element.
+        element_size: usize,
+        /// Elements the subpage holds.
+        max_num_elements: usize,
+        /// Elements free now.
+        num_available: usize,
+    },
+}
+
+/// A snapshot of one subpage: a run cut into equal elements of a small class.
+///
+/// # Examples
+///
+/// ```
+/// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+/// let _buf = alloc.heap_buffer(16); // 16-byte elements, 512 to a page
+/// let metric = alloc.metric();
+/// let subpage = metric.heap_arenas()[0].small_subpages()[0];
+/// assert_eq!((subpage.element_size(), subpage.max_num_elements(), subpage.num_available()), (16, 512, 511));
+/// # Ok::<(), arenabuf::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubpageMetric {
+    pub(crate) element_size: usize,
+    pub(crate) max_num_elements: usize,
+    pub(crate) num_available: usize,
+}
+
+impl SubpageMetric {
+    /// Bytes per element.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(1500);
+    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].element_size(), 1536);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn element_size(&self) -> usize {
+        self.element_size
+    }
+
+    /// Elements the subpage holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(1500); // 3 pages of 1536-byte elements
+    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].max_num_elements(), 16);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn max_num_elements(&self) -> usize {
+        self.max_num_elements
+    }
+
+    /// Elements free now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let (_a, _b) = (alloc.heap_buffer(500), alloc.heap_buffer(500));
+    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].num_available(), 14);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn num_available(&self) -> usize {
+        self.num_available
+    }
+}
+
+impl fmt::Display for SubpageMetric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} B x {}: {} used, {} free",
+            self.element_size,
+            self.max_num_elements,
+            self.max_num_elements - self.num_available,
+            self.num_available
+        )
     }
 }

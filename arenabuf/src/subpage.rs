@@ -97,9 +97,13 @@ impl Subpage {
         self.num_avail as usize
     }
 
-    #[cfg(test)]
     pub(crate) fn in_use(&self) -> bool {
         self.in_use
+    }
+
+    /// The small size class the subpage serves.
+    pub(crate) fn size_idx(&self) -> usize {
+        self.size_idx as usize
     }
 }
 
@@ -303,7 +307,6 @@ impl SubpagePools {
         }
     }
 
-    #[cfg(test)]
     /// The subpages in class `size_idx`'s pool, front first.
     pub(crate) fn iter<'a>(
         &self,

@@ -43,8 +43,10 @@ use std::time::{Duration, Instant};
 
 use crate::allocator::Pool;
 use crate::arena::{Arena, PooledRegion};
+use crate::cache_registry::CacheTally;
 use crate::chunk::Handle;
 use crate::error::AllocError;
+use crate::leak::LeakTracker;
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
 use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, CachePadded, Ordering};
@@ -80,6 +82,17 @@ impl RemoteRegion {
         let arena = unsafe { self.arena.as_ref() };
         arena.free(self.region.chunk, self.region.handle, self.region.size_idx as usize);
     }
+
+    /// The region's memory kind and class size, for the cache's tally.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free_to_arena`](Self::free_to_arena): the arena is alive.
+    unsafe fn kind_and_size(&self) -> (MemoryKind, u64) {
+        // SAFETY: by this function's contract.
+        let arena = unsafe { self.arena.as_ref() };
+        (arena.kind(), arena.size_classes().size_of(self.region.size_idx as usize) as u64)
+    }
 }
 
 /// The part of a thread cache that other threads reach.
@@ -94,6 +107,8 @@ pub(crate) struct CacheShared {
     /// See the module docs. On its own cache line: releasing threads write
     /// it while the owner works on the queue's other end.
     outstanding: CachePadded<AtomicUsize>,
+    /// Bytes parked and queued here, for the pool's pinned-memory metric.
+    tally: Arc<CacheTally>,
 }
 
 // SAFETY: the arena pointers point into `pool`, which the shared part owns a
@@ -119,10 +134,70 @@ impl CacheShared {
     /// `this` came from `Box::leak` in [`ThreadCache::new`], and the caller
     /// brought `outstanding` to zero: nobody else uses it any more.
     unsafe fn destroy(this: NonNull<CacheShared>) {
+        {
+            // SAFETY: by this function's contract we are the last user but the
+            // pool's registry, whose reference is removed here, under its lock.
+            let shared = unsafe { this.as_ref() };
+            shared.pool.cache_registry().deregister(&shared.tally);
+        }
         // SAFETY: by this function's contract we are the last user.
         let shared = unsafe { Box::from_raw(this.as_ptr()) };
         while let Some(region) = shared.remote.pop() {
             // SAFETY: `shared.pool` keeps every arena of the pool alive.
+            unsafe { region.free_to_arena() };
+        }
+    }
+
+    /// Queues a region released on another thread; false when the queue is
+    /// full. The bytes are counted as queued before the push, so that the
+    /// owner's pop never sees them uncounted.
+    fn push_remote(&self, region: RemoteRegion) -> bool {
+        // SAFETY: the region's buffer is being released: its arena is alive.
+        let (kind, bytes) = unsafe { region.kind_and_size() };
+        self.tally.count_queued(kind, bytes, true);
+        let pushed = self.remote.push(region).is_ok();
+        if !pushed {
+            self.tally.count_queued(kind, bytes, false);
+        }
+        pushed
+    }
+
+    /// Takes a region from the remote queue, uncounting it.
+    fn pop_remote(&self) -> Option<RemoteRegion> {
+        let region = self.remote.pop()?;
+        // SAFETY: queued regions belong to this cache's pool, alive through it.
+        let (kind, bytes) = unsafe { region.kind_and_size() };
+        self.tally.count_queued(kind, bytes, false);
+        Some(region)
+    }
+}
+
+/// The pool's registry's reference to a cache's shared part, so that
+/// [`PooledAllocator::trim`](crate::PooledAllocator::trim) can return the
+/// regions queued for any cache.
+///
+/// Only [`ThreadCache::new`] makes one, and only for the pool's
+/// [`CacheRegistry`](crate::cache_registry::CacheRegistry), which uses it
+/// under its lock; [`CacheShared::destroy`] removes it from the registry,
+/// under that lock, before the shared part is freed.
+#[derive(Debug)]
+pub(crate) struct SharedRef(NonNull<CacheShared>);
+
+// SAFETY: a CacheShared is used from any thread by design (atomics, a
+// lock-free queue, an `Arc<Pool>`); the pointer is only followed under the
+// registry's lock while the shared part is alive (type docs).
+unsafe impl Send for SharedRef {}
+// SAFETY: as above.
+unsafe impl Sync for SharedRef {}
+
+impl SharedRef {
+    /// Gives the regions queued for this cache back to their arenas.
+    pub(crate) fn return_queued(&self) {
+        // SAFETY: the registry calls this under its lock, and the shared part
+        // leaves the registry under that lock before it is freed (type docs).
+        let shared = unsafe { self.0.as_ref() };
+        while let Some(region) = shared.pop_remote() {
+            // SAFETY: the pool is alive through the shared part.
             unsafe { region.free_to_arena() };
         }
     }
@@ -157,10 +232,10 @@ enum HugeOwner {
 
 /// A region of memory owned by one buffer; dropping it gives it back.
 ///
-/// 32 bytes: the region's address, its handle and chunk (for pooled
-/// regions), its size class, a tag (memory kind and source) and one owner
-/// pointer, a `CacheShared` for regions from thread caches, or a boxed
-/// [`Detached`] for the rest.
+/// 40 bytes: the region's address, its handle and chunk (for pooled
+/// regions), its size class, a tag (memory kind and source), one owner
+/// pointer (a `CacheShared` for regions from thread caches, or a boxed
+/// [`Detached`] for the rest) and the leak detector's tracker, if sampled.
 #[derive(Debug)]
 pub(crate) struct Allocation {
     ptr: NonNull<u8>,
@@ -169,6 +244,9 @@ pub(crate) struct Allocation {
     size_idx: u8,
     tag: u8,
     owner: NonNull<()>,
+    /// Set when the leak detector tracks this allocation; dropped (after the
+    /// region is given back) it ends the tracking.
+    leak: Option<Box<LeakTracker>>,
 }
 
 // SAFETY: the region is exclusively the allocation's; what `owner` points to
@@ -197,6 +275,16 @@ impl Allocation {
             }
             Some(Detached::Huge { memory, .. } | Detached::Unpooled { memory, .. }) => memory.len(),
         }
+    }
+
+    /// Marks the allocation as tracked by the leak detector.
+    pub(crate) fn set_leak_tracker(&mut self, tracker: Box<LeakTracker>) {
+        self.leak = Some(tracker);
+    }
+
+    /// The leak detector's tracking of this allocation, if any.
+    pub(crate) fn leak_tracker(&self) -> Option<&LeakTracker> {
+        self.leak.as_deref()
     }
 
     /// Whether the memory is direct (mmap-backed) rather than heap.
@@ -248,6 +336,7 @@ impl Allocation {
             size_idx,
             tag: Allocation::tag_for(kind, SOURCE_DETACHED),
             owner: NonNull::from(Box::leak(Box::new(detached))).cast(),
+            leak: None,
         }
     }
 
@@ -310,6 +399,7 @@ impl Allocation {
             size_idx: size_idx as u8,
             tag: Allocation::tag_for(kind, SOURCE_CACHE),
             owner: shared.cast(),
+            leak: None,
         }
     }
 
@@ -465,7 +555,7 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
         return;
     }
     if let Some(region) = region {
-        let queued = !shared.closed.load(Ordering::Acquire) && shared.remote.push(region).is_ok();
+        let queued = !shared.closed.load(Ordering::Acquire) && shared.push_remote(region);
         if !queued {
             // SAFETY: the pool is alive through `shared`.
             unsafe { region.free_to_arena() };
@@ -606,6 +696,8 @@ pub(crate) struct ThreadCache {
     trim_interval: u32,
     trim_period: Option<Duration>,
     last_trim: Instant,
+    /// The shared part's tally, reached without going through `shared`.
+    tally: Arc<CacheTally>,
 }
 
 #[inline(always)]
@@ -649,6 +741,7 @@ impl ThreadCache {
             KindCache { arena: arena.map(NonNull::from), rings }
         };
         let kinds = [kind_cache(MemoryKind::Heap), kind_cache(MemoryKind::Direct)];
+        let tally = Arc::new(CacheTally::default());
         let shared = Box::new(CacheShared {
             pool: pool.clone(),
             classes: classes.clone(),
@@ -656,11 +749,15 @@ impl ThreadCache {
             remote: ArrayQueue::new(REMOTE_QUEUE_CAPACITY),
             closed: AtomicBool::new(false),
             outstanding: CachePadded::new(AtomicUsize::new(OWNER_BIAS)),
+            tally: tally.clone(),
         });
+        let shared = NonNull::from(Box::leak(shared));
+        pool.cache_registry().register(tally.clone(), SharedRef(shared));
         let trim_period =
             (config.cache_trim_interval_millis > 0).then(|| Duration::from_millis(config.cache_trim_interval_millis));
         let mut cache = ThreadCache {
-            shared: NonNull::from(Box::leak(shared)),
+            tally,
+            shared,
             classes,
             kinds,
             local_out: 0,
@@ -693,8 +790,10 @@ impl ThreadCache {
     }
 
     fn reset_countdown(&mut self) {
+        // Every CLOCK_CHECK_EVERY lookups at least: the clock, and trims the
+        // pool asked for.
         let left = self.trim_interval.saturating_sub(self.lookups).max(1);
-        self.span = if self.trim_period.is_some() { left.min(CLOCK_CHECK_EVERY) } else { left };
+        self.span = left.min(CLOCK_CHECK_EVERY);
         self.countdown = self.span;
     }
 
@@ -709,6 +808,7 @@ impl ThreadCache {
         let ring = unsafe { rings.get_unchecked_mut(idx) };
         let region = ring.pop()?;
         ring.hits += 1;
+        self.tally.add_parked(kind, (self.classes.size_of(idx) as u64).wrapping_neg());
         self.local_out += 1;
         self.countdown -= 1;
         if self.countdown == 0 {
@@ -740,6 +840,7 @@ impl ThreadCache {
                 let ring = &mut self.kinds[k].rings[idx];
                 if let Some(region) = ring.pop() {
                     ring.hits += 1;
+                    self.tally.add_parked(kind, (self.classes.size_of(idx) as u64).wrapping_neg());
                     self.local_out += 1;
                     return Ok(Allocation::cached(kind, region, idx, self.shared));
                 }
@@ -765,6 +866,8 @@ impl ThreadCache {
         if ring.push(region).is_err() {
             return false;
         }
+        let size = self.classes.size_of(allocation.size_idx as usize);
+        self.tally.add_parked(allocation.kind(), size as u64);
         self.local_out -= 1;
         true
     }
@@ -776,7 +879,7 @@ impl ThreadCache {
         // take `&mut self`.
         let shared = unsafe { self.shared.as_ref() };
         let mut count = 0;
-        while let Some(region) = shared.remote.pop() {
+        while let Some(region) = shared.pop_remote() {
             self.park(region);
             count += 1;
         }
@@ -792,6 +895,9 @@ impl ThreadCache {
                 let region =
                     CachedRegion { ptr: remote.region.ptr, handle: remote.region.handle, chunk: remote.region.chunk };
                 if ring.push(region).is_ok() {
+                    let kind = if k == 0 { MemoryKind::Heap } else { MemoryKind::Direct };
+                    let size = self.classes.size_of(remote.region.size_idx as usize);
+                    self.tally.add_parked(kind, size as u64);
                     return;
                 }
             }
@@ -804,7 +910,7 @@ impl ThreadCache {
     fn countdown_expired(&mut self) {
         self.lookups += self.span;
         let period_over = self.trim_period.is_some_and(|period| self.last_trim.elapsed() >= period);
-        if self.lookups >= self.trim_interval || period_over {
+        if self.lookups >= self.trim_interval || period_over || self.tally.take_trim_request() {
             self.trim();
         } else {
             self.reset_countdown();
@@ -813,23 +919,47 @@ impl ThreadCache {
 
     /// Netty's trim: each class frees (capacity - hits since the last trim)
     /// of its oldest regions, so idle classes drain and busy ones keep what
-    /// they use. Regions queued by other threads go back to arenas too.
+    /// they use. Regions queued by other threads go back to arenas too. When
+    /// the pool asked for a trim ([`PooledAllocator::trim`](crate::PooledAllocator::trim)),
+    /// every cached region goes back.
     pub(crate) fn trim(&mut self) {
+        let everything = self.tally.take_trim_request();
+        self.trim_with(everything);
+    }
+
+    /// Gives back every cached region of this thread.
+    pub(crate) fn trim_all(&mut self) {
+        self.tally.take_trim_request();
+        self.trim_with(true);
+    }
+
+    fn trim_with(&mut self, everything: bool) {
         self.lookups = 0;
         self.last_trim = Instant::now();
         self.reset_countdown();
         for cache in &mut self.kinds {
             for idx in 0..cache.rings.len() {
                 let ring = &mut cache.rings[idx];
-                let excess = ring.capacity.saturating_sub(ring.hits) as usize;
+                let excess = if everything { usize::MAX } else { ring.capacity.saturating_sub(ring.hits) as usize };
                 ring.hits = 0;
                 cache.free_oldest(idx, excess);
             }
         }
+        self.publish_parked();
         let shared = self.shared();
-        while let Some(region) = shared.remote.pop() {
+        while let Some(region) = shared.pop_remote() {
             // SAFETY: the pool is alive through the shared part.
             unsafe { region.free_to_arena() };
+        }
+    }
+
+    /// Recounts the bytes parked in the rings and publishes them (a ring
+    /// holds regions of one class only).
+    fn publish_parked(&self) {
+        for (k, kind) in [MemoryKind::Heap, MemoryKind::Direct].into_iter().enumerate() {
+            let rings = self.kinds[k].rings.iter().enumerate();
+            let bytes: usize = rings.map(|(idx, ring)| ring.len() as usize * self.classes.size_of(idx)).sum();
+            self.tally.set_parked(kind, bytes as u64);
         }
     }
 }
@@ -909,7 +1039,8 @@ impl Drop for ThreadCache {
                 arena.unbind_thread_cache();
             }
         }
-        while let Some(region) = shared.remote.pop() {
+        self.publish_parked();
+        while let Some(region) = shared.pop_remote() {
             // SAFETY: the pool is alive through the shared part.
             unsafe { region.free_to_arena() };
         }

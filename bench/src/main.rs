@@ -7,6 +7,8 @@
 //!   [--runs N] [--scale F] [--tsv] [--svg FILE]`: any BENCH_SPEC workloads;
 //!   lists are comma-separated or the flag repeated.
 //! * `arenabuf classes`, `arenabuf demo`: the size-class table, a pool walk.
+//! * `arenabuf stats [--svg FILE]`: a mixed workload, `dump_stats()`, and a
+//!   picture of every chunk.
 //! * `arenabuf hot-loop N`: N hot 256-byte pairs on arenabuf-direct (for
 //!   `scripts/callgrind.sh`).
 //!
@@ -15,6 +17,7 @@
 mod demo;
 mod harness;
 mod impls;
+mod stats;
 mod svg;
 mod workloads;
 
@@ -23,7 +26,7 @@ use std::process::exit;
 use harness::{Plan, Workload};
 use workloads::Size;
 
-const USAGE: &str = "usage: arenabuf [bench [--workload W] [--size S] [--threads T] [--impl I] [--runs N] [--scale F] [--tsv] [--svg FILE] | classes | demo | hot-loop N]";
+const USAGE: &str = "usage: arenabuf [bench [--workload W] [--size S] [--threads T] [--impl I] [--runs N] [--scale F] [--tsv] [--svg FILE] | classes | demo | stats [--svg FILE] | hot-loop N]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,6 +47,10 @@ fn main() {
         }
         Some("demo") => {
             demo::run();
+            Ok(())
+        }
+        Some("stats") => {
+            stats::run(&args[1..]);
             Ok(())
         }
         Some("-h" | "--help" | "help") => {

@@ -1,0 +1,135 @@
+//! What a pool knows about its thread caches: per cache, the bytes it holds
+//! back from buffers, and a way to ask it to give everything back.
+//!
+//! # Pinned memory without a hot-path atomic
+//!
+//! Pinned memory (bytes reserved by live buffers) is derived rather than
+//! counted per buffer: the arenas already count the bytes of every region
+//! they handed out and did not get back, under their lock and only on their
+//! slow paths. Those regions are either in a live buffer or held by a
+//! thread cache, parked in a ring or queued by another thread on its way
+//! back. Each cache publishes those two amounts in a [`CacheTally`], so
+//!
+//! `pinned = arena active bytes + huge bytes + unpooled bytes - parked - queued`.
+//!
+//! Parked bytes change only on the owner thread, which writes them with a
+//! plain load and store of a counter no other thread writes (no
+//! read-modify-write, no contention). Queued bytes change with a
+//! `fetch_add` on the cross-thread release path, which already does atomic
+//! work on the same cache's shared part, and a `fetch_sub` when the queue
+//! is drained (a slow path).
+
+use crate::memory::MemoryKind;
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::thread_cache::SharedRef;
+
+fn kind_index(kind: MemoryKind) -> usize {
+    match kind {
+        MemoryKind::Heap => 0,
+        MemoryKind::Direct => 1,
+    }
+}
+
+/// One thread cache's published figures and its trim request flag.
+#[derive(Debug, Default)]
+pub(crate) struct CacheTally {
+    /// Bytes parked in the rings, per kind; written by the owner thread only.
+    parked: [AtomicU64; 2],
+    /// Bytes queued by other threads, per kind.
+    queued: [AtomicU64; 2],
+    /// Set by [`PooledAllocator::trim`](crate::PooledAllocator::trim): the
+    /// owner gives back every cached region at its next check.
+    trim_requested: AtomicBool,
+}
+
+impl CacheTally {
+    /// Publishes the bytes parked in the owner's rings of `kind`. Owner
+    /// thread only.
+    #[inline]
+    pub(crate) fn set_parked(&self, kind: MemoryKind, bytes: u64) {
+        self.parked[kind_index(kind)].store(bytes, Ordering::Relaxed);
+    }
+
+    /// Adds (or with a wrapping negative, subtracts) parked bytes. Owner
+    /// thread only: a load and a store, as nobody else writes the counter.
+    #[inline]
+    pub(crate) fn add_parked(&self, kind: MemoryKind, delta: u64) {
+        let counter = &self.parked[kind_index(kind)];
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
+    }
+
+    /// Counts bytes entering (`entering` true) or leaving the remote queue.
+    #[inline]
+    pub(crate) fn count_queued(&self, kind: MemoryKind, bytes: u64, entering: bool) {
+        let counter = &self.queued[kind_index(kind)];
+        if entering {
+            counter.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            counter.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes of `kind` the cache holds back from buffers.
+    fn held(&self, kind: MemoryKind) -> u64 {
+        let k = kind_index(kind);
+        self.parked[k].load(Ordering::Relaxed).wrapping_add(self.queued[k].load(Ordering::Relaxed))
+    }
+
+    /// Asks the owner to give back every cached region.
+    pub(crate) fn request_trim(&self) {
+        self.trim_requested.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a trim was requested since the last call; clears the request.
+    #[inline]
+    pub(crate) fn take_trim_request(&self) -> bool {
+        self.trim_requested.load(Ordering::Relaxed) && self.trim_requested.swap(false, Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    tally: Arc<CacheTally>,
+    shared: SharedRef,
+}
+
+/// The thread caches of one pool that are still alive (owner running, or
+/// buffers of theirs still live).
+#[derive(Debug, Default)]
+pub(crate) struct CacheRegistry {
+    entries: Mutex<Vec<Entry>>,
+}
+
+impl CacheRegistry {
+    /// Adds a cache. Its [`SharedRef`] must stay valid until
+    /// [`deregister`](Self::deregister) returns.
+    pub(crate) fn register(&self, tally: Arc<CacheTally>, shared: SharedRef) {
+        lock(&self.entries).push(Entry { tally, shared });
+    }
+
+    /// Removes a cache; after this returns, the registry no longer reaches
+    /// its shared part.
+    pub(crate) fn deregister(&self, tally: &Arc<CacheTally>) {
+        let mut entries = lock(&self.entries);
+        if let Some(at) = entries.iter().position(|e| Arc::ptr_eq(&e.tally, tally)) {
+            entries.swap_remove(at);
+        }
+    }
+
+    /// Bytes of `kind` that all caches hold back from buffers.
+    pub(crate) fn held_bytes(&self, kind: MemoryKind) -> u64 {
+        lock(&self.entries).iter().fold(0u64, |sum, e| sum.wrapping_add(e.tally.held(kind)))
+    }
+
+    /// Asks every cache to give back all its regions at its owner's next
+    /// check, and gives the regions queued for each back to their arenas now.
+    pub(crate) fn trim_all(&self) {
+        let entries = lock(&self.entries);
+        for entry in entries.iter() {
+            entry.tally.request_trim();
+            // Holding the registry lock keeps the shared part alive: it is
+            // deregistered under this lock before it is freed.
+            entry.shared.return_queued();
+        }
+    }
+}
