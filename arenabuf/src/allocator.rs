@@ -367,6 +367,7 @@ impl PooledAllocator {
     /// ```
     #[must_use]
     #[inline]
+    #[track_caller]
     pub fn heap_buffer(&self, capacity: usize) -> ByteBuf {
         self.buffer_of(MemoryKind::Heap, capacity)
     }
@@ -387,17 +388,19 @@ impl PooledAllocator {
     /// ```
     #[must_use]
     #[inline]
+    #[track_caller]
     pub fn direct_buffer(&self, capacity: usize) -> ByteBuf {
         self.buffer_of(MemoryKind::Direct, capacity)
     }
 
     /// The plain methods: a cache hit inline, everything else out of line.
     #[inline(always)]
+    #[track_caller]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
         match thread_cache::allocate_cached(self.pool(), kind, capacity) {
-            Some(mut allocation) => {
+            Some((mut allocation, room)) => {
                 self.track_leaks(&mut allocation, capacity);
-                ByteBuf::new(allocation, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
+                ByteBuf::with_room(allocation, room, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
             }
             None => self.buffer_slow(kind, capacity),
         }
@@ -406,10 +409,11 @@ impl PooledAllocator {
     /// The leak detector's sampling: a branch when disabled, a per-thread
     /// random draw when sampling, the capture only for sampled buffers.
     #[inline(always)]
+    #[track_caller]
     fn track_leaks(&self, allocation: &mut Allocation, capacity: usize) {
         let pool = self.pool();
         if pool.leak_level != LeakLevel::Disabled && LeakDetector::should_track(pool.leak_level) {
-            LeakDetector::track(&pool.leak, allocation, capacity);
+            LeakDetector::track(&pool.leak, allocation, capacity, std::panic::Location::caller());
         }
     }
 
@@ -433,6 +437,7 @@ impl PooledAllocator {
     /// assert!(buf.is_direct());
     /// ```
     #[must_use]
+    #[track_caller]
     pub fn buffer(&self, capacity: usize) -> ByteBuf {
         self.direct_buffer(capacity)
     }
@@ -457,6 +462,7 @@ impl PooledAllocator {
     /// );
     /// ```
     #[inline]
+    #[track_caller]
     pub fn try_heap_buffer(&self, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
         self.try_buffer(MemoryKind::Heap, capacity, max_capacity)
     }
@@ -481,11 +487,13 @@ impl PooledAllocator {
     /// # Ok::<(), arenabuf::ConfigError>(())
     /// ```
     #[inline]
+    #[track_caller]
     pub fn try_direct_buffer(&self, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
         self.try_buffer(MemoryKind::Direct, capacity, max_capacity)
     }
 
     #[inline(always)]
+    #[track_caller]
     fn try_buffer(&self, kind: MemoryKind, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });

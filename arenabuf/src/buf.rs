@@ -209,12 +209,19 @@ unsafe impl Sync for ByteBuf {}
 impl ByteBuf {
     #[inline(always)]
     pub(crate) fn new(allocation: Allocation, capacity: usize, max_capacity: usize) -> ByteBuf {
-        debug_assert!(capacity <= allocation.len() && capacity <= max_capacity);
+        let room = allocation.len();
+        ByteBuf::with_room(allocation, room, capacity, max_capacity)
+    }
+
+    /// As [`new`](Self::new), with the region's usable length already known.
+    #[inline(always)]
+    pub(crate) fn with_room(allocation: Allocation, room: usize, capacity: usize, max_capacity: usize) -> ByteBuf {
+        debug_assert!(room == allocation.len() && capacity <= room && capacity <= max_capacity);
         ByteBuf {
             ptr: allocation.ptr(),
             offset: 0,
             capacity,
-            room: allocation.len(),
+            room,
             frozen: 0,
             reader_index: 0,
             writer_index: 0,
@@ -671,7 +678,13 @@ impl ByteBuf {
     /// pool, copying bytes `0..writer_index` (the indexes must already fit).
     fn move_to_new_region(&mut self, new_capacity: usize) -> Result<(), AllocError> {
         debug_assert!(self.writer_index <= new_capacity);
-        let allocation = self.storage.allocation().allocate_like(new_capacity)?;
+        let mut allocation = self.storage.allocation().allocate_like(new_capacity)?;
+        if let Storage::Unique(old) = &mut self.storage {
+            // A tracked buffer stays tracked when it moves.
+            if let Some(tracker) = old.take_leak_tracker() {
+                allocation.set_leak_tracker(tracker);
+            }
+        }
         let target = allocation.ptr();
         // SAFETY: both ranges are initialised and `writer_index` bytes long
         // (`writer_index <= capacity` of the old part, `<= new_capacity <=

@@ -20,6 +20,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::hash::BuildHasher;
+use std::panic::Location;
 use std::time::{Duration, Instant};
 
 use crate::sync::{lock, Arc, Mutex};
@@ -114,10 +115,29 @@ struct AccessRecord {
     site: Backtrace,
 }
 
+/// Where a tracked buffer was allocated: the caller's source location at
+/// [`LeakLevel::Simple`] (free to record, so sampling stays cheap), a full
+/// backtrace at [`LeakLevel::Advanced`] and [`LeakLevel::Paranoid`].
+#[derive(Debug)]
+enum Site {
+    Caller(&'static Location<'static>),
+    Backtrace(Backtrace),
+}
+
+impl Site {
+    /// The site as report text: the first frames outside arenabuf and std.
+    fn text(&self, frames: usize) -> String {
+        match self {
+            Site::Caller(at) => format!("      at {}:{}:{}", at.file(), at.line(), at.column()),
+            Site::Backtrace(trace) => user_frames(&trace.to_string(), frames),
+        }
+    }
+}
+
 /// What is known about one tracked buffer.
 #[derive(Debug)]
 struct Record {
-    site: Backtrace,
+    site: Site,
     size: usize,
     created: Instant,
     thread: Option<String>,
@@ -153,12 +173,23 @@ impl LeakDetector {
         level == LeakLevel::Paranoid || sampled()
     }
 
-    /// Tracks `allocation`: captures its allocation site and registers it.
+    /// Tracks `allocation`: records its allocation site (`caller`, or a
+    /// backtrace above `Simple`) and registers it.
     #[cold]
     #[inline(never)]
-    pub(crate) fn track(this: &Arc<LeakDetector>, allocation: &mut Allocation, size: usize) {
+    pub(crate) fn track(
+        this: &Arc<LeakDetector>,
+        allocation: &mut Allocation,
+        size: usize,
+        caller: &'static Location<'static>,
+    ) {
+        let site = if this.level >= LeakLevel::Advanced {
+            Site::Backtrace(Backtrace::force_capture())
+        } else {
+            Site::Caller(caller)
+        };
         let record = Record {
-            site: Backtrace::force_capture(),
+            site,
             size,
             created: Instant::now(),
             thread: std::thread::current().name().map(str::to_owned),
@@ -188,7 +219,7 @@ impl LeakDetector {
         let mut sites: BTreeMap<String, LeakSite> = BTreeMap::new();
         let slab = lock(&self.slab);
         for record in slab.records.iter().flatten() {
-            let site_text = user_frames(&record.site.to_string(), 8);
+            let site_text = record.site.text(8);
             let age = now.saturating_duration_since(record.created);
             let site = sites.entry(site_text.clone()).or_insert_with(|| LeakSite {
                 site: site_text,
@@ -246,20 +277,42 @@ impl LeakDetector {
     }
 }
 
-// Per-thread xorshift state for sampling: no shared counter, no atomics.
+// Per-thread sampling state: a countdown to the next sampled buffer, and a
+// xorshift state that draws each countdown. No shared counter, no atomics,
+// and on most calls just a decrement.
 #[cfg(not(loom))]
 std::thread_local! {
+    static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
     static SAMPLER: Cell<u32> = const { Cell::new(0) };
 }
 
 #[cfg(loom)]
 loom::thread_local! {
+    static COUNTDOWN: Cell<u32> = Cell::new(0);
     static SAMPLER: Cell<u32> = Cell::new(0);
 }
 
-/// True for about one call in [`SAMPLING_INTERVAL`], at random.
+/// True for about one call in [`SAMPLING_INTERVAL`], at random: the gaps
+/// between sampled calls are drawn uniformly from 1 to twice the interval.
 #[inline(always)]
 fn sampled() -> bool {
+    COUNTDOWN
+        .try_with(|left| {
+            let n = left.get();
+            if n > 1 {
+                left.set(n - 1);
+                false
+            } else {
+                left.set(next_gap());
+                n == 1
+            }
+        })
+        .unwrap_or(false)
+}
+
+/// Draws the next gap between sampled calls.
+#[cold]
+fn next_gap() -> u32 {
     SAMPLER
         .try_with(|state| {
             let mut x = state.get();
@@ -270,9 +323,9 @@ fn sampled() -> bool {
             x ^= x >> 17;
             x ^= x << 5;
             state.set(x);
-            x % SAMPLING_INTERVAL == 0
+            1 + x % (2 * SAMPLING_INTERVAL)
         })
-        .unwrap_or(false)
+        .unwrap_or(SAMPLING_INTERVAL)
 }
 
 /// A thread's first sampling seed, from the process's random hash keys.

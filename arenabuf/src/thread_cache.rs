@@ -282,6 +282,12 @@ impl Allocation {
         self.leak = Some(tracker);
     }
 
+    /// Takes the leak detector's tracking away, to move it to another
+    /// allocation.
+    pub(crate) fn take_leak_tracker(&mut self) -> Option<Box<LeakTracker>> {
+        self.leak.take()
+    }
+
     /// The leak detector's tracking of this allocation, if any.
     pub(crate) fn leak_tracker(&self) -> Option<&LeakTracker> {
         self.leak.as_deref()
@@ -483,7 +489,7 @@ pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Resul
         // SAFETY: `CURRENT` names this thread's live cache for `pool`; no other
         // reference to it is active (nothing re-enters the pool meanwhile).
         let cache = unsafe { &mut *cache.as_ptr() };
-        if let Some(allocation) = cache.allocate_cached(kind, size) {
+        if let Some((allocation, _)) = cache.allocate_cached(kind, size) {
             return Ok(allocation);
         }
         return cache.allocate_slow(kind, size);
@@ -494,7 +500,7 @@ pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Resul
 /// The hit path alone: a cached region for the calling thread, or `None`
 /// for anything that needs more (a miss, another pool, a huge size).
 #[inline(always)]
-pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Option<Allocation> {
+pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
     let cache = thread_local::current_cache(pool.id())?;
     // SAFETY: as in `allocate`.
     unsafe { &mut *cache.as_ptr() }.allocate_cached(kind, size)
@@ -505,7 +511,7 @@ pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Opt
 #[inline(never)]
 fn allocate_unbound(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
     let through_cache = thread_local::with_cache(pool, |cache| match cache.allocate_cached(kind, size) {
-        Some(allocation) => Ok(allocation),
+        Some((allocation, _)) => Ok(allocation),
         None => cache.allocate_slow(kind, size),
     });
     if let Some(result) = through_cache {
@@ -797,9 +803,10 @@ impl ThreadCache {
         self.countdown = self.span;
     }
 
-    /// The hit path: a region of `size`'s class from the ring, or `None`.
+    /// The hit path: a region of `size`'s class from the ring, with the class
+    /// size, or `None`.
     #[inline(always)]
-    pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<Allocation> {
+    pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
         let idx = self.classes.index_of(size)?;
         let rings = &mut self.kinds[kind_index(kind)].rings;
         debug_assert_eq!(rings.len(), self.classes.num_classes());
@@ -808,13 +815,14 @@ impl ThreadCache {
         let ring = unsafe { rings.get_unchecked_mut(idx) };
         let region = ring.pop()?;
         ring.hits += 1;
-        self.tally.add_parked(kind, (self.classes.size_of(idx) as u64).wrapping_neg());
+        let class_size = self.classes.size_of(idx);
+        self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
         self.local_out += 1;
         self.countdown -= 1;
         if self.countdown == 0 {
             self.countdown_expired();
         }
-        Some(Allocation::cached(kind, region, idx, self.shared))
+        Some((Allocation::cached(kind, region, idx, self.shared), class_size))
     }
 
     /// Every other allocation: misses, huge blocks, kinds without arenas.

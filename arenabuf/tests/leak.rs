@@ -127,3 +127,19 @@ fn a_clean_paranoid_run_of_a_million_buffers_on_two_threads_reports_nothing() {
     let report = alloc.leak_report();
     assert!(report.is_empty(), "{report}");
 }
+
+#[test]
+fn simple_level_reports_the_calling_line_and_tracking_survives_growth() {
+    let alloc = pool(LeakLevel::Simple);
+    let mut held = Vec::new();
+    while alloc.leak_report().is_empty() {
+        held.push(alloc.heap_buffer(100)); // sampled about one in 128
+    }
+    let mut tracked = held.pop().unwrap();
+    drop(held);
+    tracked.ensure_writable(10_000); // moves to a larger region
+    std::mem::forget(tracked);
+    let text = alloc.leak_report().to_string();
+    assert!(text.contains("tests/leak.rs:"), "the allocation line, not a backtrace: {text}");
+    assert_eq!(alloc.leak_report().len(), 1, "{text}");
+}
