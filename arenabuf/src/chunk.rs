@@ -197,6 +197,12 @@ impl Chunk {
         self.free_bytes
     }
 
+    /// Whether no run is in use.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.free_bytes == self.size()
+    }
+
     /// Bytes in the chunk.
     #[inline]
     pub(crate) fn size(&self) -> usize {

@@ -36,6 +36,13 @@ pub(crate) const BANDS: [(u32, u32); NUM_LISTS] = [(1, 25), (1, 50), (25, 75), (
 
 const NONE: u32 = u32::MAX;
 
+/// Empty chunks an arena keeps for reuse: a chunk that empties while the
+/// arena holds fewer is filed in qInit instead of being destroyed (Netty
+/// destroys a chunk that empties in q000 at once, which under a steady
+/// producer/consumer load maps and unmaps a chunk every few dozen buffers).
+/// `trim()` gives the reserve back too.
+pub(crate) const EMPTY_RESERVE: usize = 1;
+
 #[cold]
 fn no_chunk(id: u32) -> ! {
     panic!("arenabuf: no chunk in slot {id}: a region freed twice or never allocated")
@@ -90,12 +97,21 @@ pub(crate) struct ChunkLists {
     /// Largest request each list can still serve, in bytes.
     max_request: [usize; NUM_LISTS],
     live_chunks: usize,
+    /// Empty chunks kept (at most [`EMPTY_RESERVE`]).
+    empty_chunks: usize,
 }
 
 impl ChunkLists {
     pub(crate) fn new(chunk_size: usize) -> ChunkLists {
         let max_request = BANDS.map(|(min, _)| chunk_size / 100 * (100 - min as usize));
-        ChunkLists { slots: Vec::new(), free_slot: NONE, heads: [NONE; NUM_LISTS], max_request, live_chunks: 0 }
+        ChunkLists {
+            slots: Vec::new(),
+            free_slot: NONE,
+            heads: [NONE; NUM_LISTS],
+            max_request,
+            live_chunks: 0,
+            empty_chunks: 0,
+        }
     }
 
     /// The chunk in slot `id`.
@@ -145,12 +161,33 @@ impl ChunkLists {
             let mut id = self.heads[list];
             while id != NONE {
                 let next = self.slots[id as usize].next;
+                let was_empty = self.get(id).is_empty();
                 if let Some(got) = take(self.get_mut(id)) {
+                    self.empty_chunks -= was_empty as usize;
                     if rises_out_of(list, self.get(id).usage()) {
                         self.unlink(id);
                         self.add_from(next_list(list).expect("q100 is never tried"), id);
                     }
                     return Some((id, got));
+                }
+                id = next;
+            }
+        }
+        if self.empty_chunks > 0 {
+            // An empty chunk in reserve serves even what the lists' bounds
+            // skip (a whole-chunk request), before any new chunk is made.
+            let mut id = self.heads[QINIT];
+            while id != NONE {
+                let next = self.slots[id as usize].next;
+                if self.get(id).is_empty() {
+                    if let Some(got) = take(self.get_mut(id)) {
+                        self.empty_chunks -= 1;
+                        if rises_out_of(QINIT, self.get(id).usage()) {
+                            self.unlink(id);
+                            self.add_from(next_list(QINIT).expect("qInit has a next list"), id);
+                        }
+                        return Some((id, got));
+                    }
                 }
                 id = next;
             }
@@ -177,17 +214,22 @@ impl ChunkLists {
     }
 
     /// Re-files chunk `id` after a free lowered its usage. Returns the chunk
-    /// when it must be destroyed (it left q000 empty, or it is empty in
-    /// qInit while another empty chunk is kept there as the reserve); the
-    /// caller drops it, ideally after releasing the arena's lock.
+    /// when it must be destroyed: it is empty and the arena already keeps
+    /// [`EMPTY_RESERVE`] empty chunks. The caller drops it, ideally after
+    /// releasing the arena's lock.
     pub(crate) fn after_free(&mut self, id: u32) -> Option<Box<Chunk>> {
         let list = self.slots[id as usize].list;
         let usage = self.get(id).usage();
-        if !falls_out_of(list, usage) {
-            if usage == 0 && list == QINIT && self.other_empty_in_qinit(id) {
-                self.unlink(id);
-                return Some(self.remove(id));
+        if usage == 0 {
+            self.unlink(id);
+            if self.empty_chunks < EMPTY_RESERVE {
+                self.empty_chunks += 1;
+                self.link(QINIT, id);
+                return None;
             }
+            return Some(self.remove(id));
+        }
+        if !falls_out_of(list, usage) {
             return None;
         }
         self.unlink(id);
@@ -199,19 +241,13 @@ impl ChunkLists {
             }
             to = prev_list(l);
         }
-        Some(self.remove(id))
-    }
-
-    /// Whether qInit holds an empty chunk other than `id`: the one empty chunk
-    /// an arena keeps in reserve, so that a burst that ends does not leave
-    /// its chunks mapped but a steady trickle does not map and unmap one.
-    fn other_empty_in_qinit(&self, id: u32) -> bool {
-        self.iter_list(QINIT).any(|(other, chunk)| other != id && chunk.usage() == 0)
+        unreachable!("only an empty chunk falls out of q000")
     }
 
     /// Takes every empty chunk out of the lists, for the caller to destroy.
     #[allow(clippy::vec_box)] // the chunks live boxed in the slab; unboxing would copy each
     pub(crate) fn remove_empty(&mut self) -> Vec<Box<Chunk>> {
+        self.empty_chunks = 0;
         let empty: Vec<u32> = (0..NUM_LISTS)
             .flat_map(|list| self.iter_list(list).filter(|(_, c)| c.usage() == 0).map(|(id, _)| id).collect::<Vec<_>>())
             .collect();
@@ -355,10 +391,11 @@ mod tests {
         assert_eq!(lists.list_of(id), Q025);
         assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none());
         assert_eq!(lists.list_of(id), Q000);
-        // Empty in q000: destroyed.
-        let gone = free(&classes, &mut lists, held.pop().unwrap());
-        assert!(gone.is_some());
-        assert_eq!(lists.len(), 0);
+        // Empty in q000: Netty destroys it; the arena keeps it as its one
+        // empty chunk in reserve, in qInit.
+        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none());
+        assert_eq!(lists.list_of(id), QINIT);
+        assert_eq!(lists.len(), 1);
     }
 
     #[test]
@@ -424,11 +461,16 @@ mod tests {
     #[test]
     fn slots_are_reused_after_a_chunk_is_destroyed() {
         let (classes, mut lists) = setup();
-        let mut c = new_chunk(&classes);
-        let h = c.allocate_run(&classes, 200).unwrap(); // 39 %: q000
-        let id = lists.add(c);
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut c = new_chunk(&classes);
+            let h = c.allocate_run(&classes, 200).unwrap(); // 39 %: q000
+            held.push((lists.add(c), h));
+        }
+        assert!(free(&classes, &mut lists, held[0]).is_none(), "the reserve");
+        let (id, h) = held[1];
         assert_eq!(lists.list_of(id), Q000);
-        assert!(free(&classes, &mut lists, (id, h)).is_some());
+        assert!(free(&classes, &mut lists, (id, h)).is_some(), "beyond the reserve: destroyed");
         let id2 = lists.add(new_chunk(&classes));
         assert_eq!(id2, id);
     }

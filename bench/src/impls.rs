@@ -75,7 +75,7 @@ impl BufAlloc for Arenabuf {
     }
 
     fn trim(&self) {
-        self.alloc.trim_current_thread_cache();
+        self.alloc.trim();
     }
 
     fn pool_used(&self) -> Option<u64> {
