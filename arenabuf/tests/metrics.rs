@@ -50,7 +50,11 @@ fn a_chunk_moves_through_the_lists_as_its_usage_changes() {
     assert_eq!((chunk.free_bytes(), chunk.chunk_size()), (0, 4 * mib));
     drop(d); // 62.5 %: below q075's band, inside q050's
     assert_eq!(chunk_lists_of(&alloc), [(3, 63)]);
-    drop((a, b, c)); // empty: falls out of q000 and is destroyed
+    drop((a, b, c)); // empty: falls out of q000; kept in qInit as the reserve
+    assert_eq!(chunk_lists_of(&alloc), [(0, 0)]);
+    let arena = heap_arena(&alloc);
+    assert_eq!((arena.num_chunks_created(), arena.num_chunks_destroyed(), arena.num_active_chunks()), (1, 0, 1));
+    alloc.trim(); // trim gives the reserve back
     assert_eq!(chunk_lists_of(&alloc), []);
     let arena = heap_arena(&alloc);
     assert_eq!((arena.num_chunks_created(), arena.num_chunks_destroyed(), arena.num_active_chunks()), (1, 1, 0));
