@@ -51,7 +51,8 @@ pub struct SizeClasses {
     /// Page-class index -> pages in the class.
     page_class_pages: Box<[u32]>,
     /// `(size - 1) >> LOG2_QUANTUM` -> class index, for sizes 1..=LOOKUP_MAX.
-    small_lookup: Box<[u8]>,
+    /// A fixed array, so the hot lookup needs no pointer and no bounds check.
+    small_lookup: [u8; LOOKUP_MAX >> LOG2_QUANTUM],
     /// Page count (0 ..= pages per chunk) -> smallest page class holding it.
     page_ceil: Box<[u8]>,
     /// Page count (1 ..= pages per chunk) -> largest page class it holds.
@@ -121,7 +122,7 @@ impl SizeClasses {
         let page_class_pages: Vec<u32> =
             sizes.iter().filter(|&&s| s % page_size == 0).map(|&s| (s >> page_shift) as u32).collect();
 
-        let mut small_lookup = vec![0u8; LOOKUP_MAX >> LOG2_QUANTUM];
+        let mut small_lookup = [0u8; LOOKUP_MAX >> LOG2_QUANTUM];
         let mut class = 0;
         for (slot, entry) in small_lookup.iter_mut().enumerate() {
             let size = (slot + 1) << LOG2_QUANTUM;
@@ -151,7 +152,7 @@ impl SizeClasses {
             sizes: sizes.into_boxed_slice(),
             num_small,
             page_class_pages: page_class_pages.into_boxed_slice(),
-            small_lookup: small_lookup.into_boxed_slice(),
+            small_lookup,
             page_ceil: page_ceil.into_boxed_slice(),
             page_floor: page_floor.into_boxed_slice(),
         })

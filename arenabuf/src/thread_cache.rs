@@ -600,13 +600,24 @@ struct Ring {
     room: u32,
     /// The configured capacity (a power of two, or 0: not cached).
     capacity: u32,
+    /// The class's size, at hand for the parked-bytes tally.
+    class_size: u32,
     /// Allocations served since the last trim.
     hits: u32,
 }
 
 impl Ring {
-    fn new(capacity: usize) -> Ring {
-        Ring { slots: Box::default(), head: 0, tail: 0, mask: 0, room: 0, capacity: capacity as u32, hits: 0 }
+    fn new(capacity: usize, class_size: usize) -> Ring {
+        Ring {
+            slots: Box::default(),
+            head: 0,
+            tail: 0,
+            mask: 0,
+            room: 0,
+            capacity: capacity as u32,
+            class_size: class_size as u32,
+            hits: 0,
+        }
     }
 
     #[inline(always)]
@@ -742,7 +753,10 @@ impl ThreadCache {
             // A ring for every class (capacity 0 where nothing is cached), so
             // that the hot path indexes without a bounds check.
             let rings = (0..classes.num_classes())
-                .map(|idx| Ring::new(if idx < cached_classes && arena.is_some() { ring_capacity(idx) } else { 0 }))
+                .map(|idx| {
+                    let capacity = if idx < cached_classes && arena.is_some() { ring_capacity(idx) } else { 0 };
+                    Ring::new(capacity, classes.size_of(idx))
+                })
                 .collect();
             KindCache { arena: arena.map(NonNull::from), rings }
         };
@@ -815,7 +829,7 @@ impl ThreadCache {
         let ring = unsafe { rings.get_unchecked_mut(idx) };
         let region = ring.pop()?;
         ring.hits += 1;
-        let class_size = self.classes.size_of(idx);
+        let class_size = ring.class_size as usize;
         self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
         self.local_out += 1;
         self.countdown -= 1;
@@ -874,8 +888,7 @@ impl ThreadCache {
         if ring.push(region).is_err() {
             return false;
         }
-        let size = self.classes.size_of(allocation.size_idx as usize);
-        self.tally.add_parked(allocation.kind(), size as u64);
+        self.tally.add_parked(allocation.kind(), u64::from(ring.class_size));
         self.local_out -= 1;
         true
     }
