@@ -1838,16 +1838,8 @@ impl Hash for ByteSlice {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use crate::test_config::pool;
     use crate::PooledAllocator;
-
-    fn pool() -> PooledAllocator {
-        PooledAllocator::builder()
-            .heap_arenas(1)
-            .direct_arenas(1)
-            .max_order(crate::test_config::MAX_ORDER)
-            .build()
-            .unwrap()
-    }
 
     #[test]
     fn the_whole_capacity_is_initialised_and_writable() {

@@ -15,6 +15,17 @@ pub(crate) fn classes() -> crate::SizeClasses {
     crate::SizeClasses::new(8192, MAX_ORDER).expect("valid test geometry")
 }
 
+/// An allocator with one arena of each kind, 8 KiB pages and the test
+/// geometry's chunks.
+pub(crate) fn pool() -> crate::PooledAllocator {
+    crate::PooledAllocator::builder()
+        .heap_arenas(1)
+        .direct_arenas(1)
+        .max_order(MAX_ORDER)
+        .build()
+        .expect("valid test settings")
+}
+
 /// A proptest configuration running `cases` cases natively, 2 under Miri.
 pub(crate) fn proptest(cases: u32) -> Config {
     if SMALL {

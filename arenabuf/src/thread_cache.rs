@@ -1164,17 +1164,8 @@ mod loom_models {
 mod tests {
     use std::thread;
 
+    use crate::test_config::pool;
     use crate::{ByteBuf, PooledAllocator};
-
-    /// One arena of each kind, 8 KiB pages and the test geometry's chunks.
-    fn pool() -> PooledAllocator {
-        PooledAllocator::builder()
-            .heap_arenas(1)
-            .direct_arenas(1)
-            .max_order(crate::test_config::MAX_ORDER)
-            .build()
-            .unwrap()
-    }
 
     fn active(alloc: &PooledAllocator) -> u64 {
         let m = alloc.metric();

@@ -149,77 +149,65 @@ pub struct RawBuf(*mut u8);
 // on any thread.
 unsafe impl Send for RawBuf {}
 
-/// mimalloc, called directly (`mi_malloc` / `mi_free`), not as the global
-/// allocator.
-pub struct Mimalloc;
+/// A C allocator called directly, not as the global allocator: `$malloc` /
+/// `$free`, and `$trim` to give memory back.
+macro_rules! c_allocator {
+    ($(#[$doc:meta])* $name:ident, $malloc:path, $free:path, $trim:expr) => {
+        $(#[$doc])*
+        pub struct $name;
 
-impl BufAlloc for Mimalloc {
-    type Buf = RawBuf;
+        impl BufAlloc for $name {
+            type Buf = RawBuf;
 
-    #[inline]
-    fn alloc(&self, size: usize) -> RawBuf {
-        // SAFETY: mi_malloc has no preconditions; null is checked.
-        let ptr = unsafe { libmimalloc_sys::mi_malloc(size) }.cast::<u8>();
-        assert!(!ptr.is_null(), "mimalloc out of memory");
-        RawBuf(ptr)
-    }
+            #[inline]
+            fn alloc(&self, size: usize) -> RawBuf {
+                // SAFETY: malloc-style functions have no preconditions; null is checked.
+                let ptr = unsafe { $malloc(size) }.cast::<u8>();
+                assert!(!ptr.is_null(), concat!(stringify!($name), " out of memory"));
+                RawBuf(ptr)
+            }
 
-    #[inline]
-    fn ptr(buf: &mut RawBuf) -> *mut u8 {
-        buf.0
-    }
+            #[inline]
+            fn ptr(buf: &mut RawBuf) -> *mut u8 {
+                buf.0
+            }
 
-    #[inline]
-    fn release(&self, buf: RawBuf) {
-        // SAFETY: the block came from mi_malloc and is freed once.
-        unsafe { libmimalloc_sys::mi_free(buf.0.cast::<c_void>()) }
-    }
+            #[inline]
+            fn release(&self, buf: RawBuf) {
+                // SAFETY: the block came from this allocator's malloc and is freed once.
+                unsafe { $free(buf.0.cast::<c_void>()) }
+            }
 
-    fn trim(&self) {
-        // SAFETY: mi_collect has no preconditions.
-        unsafe { libmimalloc_sys::mi_collect(true) }
-    }
-}
-
-/// jemalloc with prefixed symbols, called directly, not as the global
-/// allocator.
-pub struct Jemalloc;
-
-impl BufAlloc for Jemalloc {
-    type Buf = RawBuf;
-
-    #[inline]
-    fn alloc(&self, size: usize) -> RawBuf {
-        // SAFETY: malloc has no preconditions; null is checked.
-        let ptr = unsafe { tikv_jemalloc_sys::malloc(size) }.cast::<u8>();
-        assert!(!ptr.is_null(), "jemalloc out of memory");
-        RawBuf(ptr)
-    }
-
-    #[inline]
-    fn ptr(buf: &mut RawBuf) -> *mut u8 {
-        buf.0
-    }
-
-    #[inline]
-    fn release(&self, buf: RawBuf) {
-        // SAFETY: the block came from this jemalloc's malloc and is freed once.
-        unsafe { tikv_jemalloc_sys::free(buf.0.cast::<c_void>()) }
-    }
-
-    fn trim(&self) {
-        // "arena.<MALLCTL_ARENAS_ALL>.purge": give every arena's dirty pages back.
-        let name = b"arena.4096.purge\0";
-        // SAFETY: a NUL-terminated name and no old/new values, as the purge
-        // control takes none.
-        unsafe {
-            tikv_jemalloc_sys::mallctl(
-                name.as_ptr().cast(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                0,
-            );
+            fn trim(&self) {
+                $trim
+            }
         }
-    }
+    };
 }
+
+c_allocator!(
+    /// mimalloc (`mi_malloc` / `mi_free`).
+    Mimalloc,
+    libmimalloc_sys::mi_malloc,
+    libmimalloc_sys::mi_free,
+    // SAFETY: mi_collect has no preconditions.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+);
+
+c_allocator!(
+    /// jemalloc with prefixed symbols (`malloc` / `free`).
+    Jemalloc,
+    tikv_jemalloc_sys::malloc,
+    tikv_jemalloc_sys::free,
+    // "arena.<MALLCTL_ARENAS_ALL>.purge": every arena's dirty pages go back.
+    // SAFETY: a NUL-terminated name and no old/new values, as purge takes none.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            b"arena.4096.purge\0".as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
+);
