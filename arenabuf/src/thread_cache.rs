@@ -38,6 +38,7 @@
 //! Before the owner exits the value cannot reach zero (the bias dwarfs any
 //! number of releases); after, it is exactly the number of live buffers.
 
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -211,6 +212,9 @@ const SOURCE_CACHE: u8 = 0b000;
 const SOURCE_DETACHED: u8 = 0b010;
 /// Bit 0 of the tag: direct memory.
 const DIRECT: u8 = 0b001;
+/// Bit 3 of the tag: the leak detector tracks the allocation (`leak` holds
+/// its tracker), so its release takes the slow path, which ends the tracking.
+const TRACKED: u8 = 0b1000;
 
 /// The rare kinds of allocation, kept out of line so that `Allocation` stays
 /// small: a pooled region without a cache (the thread was exiting), a huge
@@ -244,9 +248,10 @@ pub(crate) struct Allocation {
     size_idx: u8,
     tag: u8,
     owner: NonNull<()>,
-    /// Set when the leak detector tracks this allocation; dropped (after the
-    /// region is given back) it ends the tracking.
-    leak: Option<Box<LeakTracker>>,
+    /// The leak detector's tracker when [`TRACKED`] is set; dropped by hand
+    /// (after the region is given back), so that untracked allocations pay
+    /// no drop glue for it.
+    leak: ManuallyDrop<Option<Box<LeakTracker>>>,
 }
 
 // SAFETY: the region is exclusively the allocation's; what `owner` points to
@@ -279,12 +284,16 @@ impl Allocation {
 
     /// Marks the allocation as tracked by the leak detector.
     pub(crate) fn set_leak_tracker(&mut self, tracker: Box<LeakTracker>) {
-        self.leak = Some(tracker);
+        let old = self.take_leak_tracker();
+        *self.leak = Some(tracker);
+        self.tag |= TRACKED;
+        drop(old);
     }
 
     /// Takes the leak detector's tracking away, to move it to another
     /// allocation.
     pub(crate) fn take_leak_tracker(&mut self) -> Option<Box<LeakTracker>> {
+        self.tag &= !TRACKED;
         self.leak.take()
     }
 
@@ -342,7 +351,7 @@ impl Allocation {
             size_idx,
             tag: Allocation::tag_for(kind, SOURCE_DETACHED),
             owner: NonNull::from(Box::leak(Box::new(detached))).cast(),
-            leak: None,
+            leak: ManuallyDrop::new(None),
         }
     }
 
@@ -405,7 +414,7 @@ impl Allocation {
             size_idx: size_idx as u8,
             tag: Allocation::tag_for(kind, SOURCE_CACHE),
             owner: shared.cast(),
-            leak: None,
+            leak: ManuallyDrop::new(None),
         }
     }
 
@@ -438,7 +447,7 @@ impl Allocation {
 impl Drop for Allocation {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.tag & SOURCE_MASK == SOURCE_CACHE {
+        if self.tag & (SOURCE_MASK | TRACKED) == SOURCE_CACHE {
             if let Some(cache) = thread_local::current_cache_with(self.owner.cast()) {
                 // SAFETY: `CURRENT` names this thread's live cache whose shared
                 // part is this allocation's: we are on its owner thread, and no
@@ -455,10 +464,17 @@ impl Drop for Allocation {
 }
 
 impl Allocation {
-    /// Every release but a same-thread one into a ring with room.
+    /// Every release but a same-thread, untracked one into a ring with room.
     #[cold]
     #[inline(never)]
     fn drop_slow(&mut self) {
+        let tracker = self.take_leak_tracker();
+        self.release_slow();
+        // The tracking ends once the region is back.
+        drop(tracker);
+    }
+
+    fn release_slow(&mut self) {
         if self.tag & SOURCE_MASK != SOURCE_CACHE {
             return self.drop_detached();
         }
@@ -468,6 +484,10 @@ impl Allocation {
         if let Some(cache) = thread_local::current_cache_with(shared) {
             // SAFETY: as in `drop`.
             let cache = unsafe { &mut *cache.as_ptr() };
+            // A tracked allocation comes here even when its ring has room.
+            if cache.release_cached(self) {
+                return;
+            }
             // The ring is full or the class is not cached: to the arena.
             cache.local_out -= 1;
             let arena = cache.kinds[kind_index(kind)].arena().expect("a pooled region has an arena");

@@ -203,7 +203,7 @@ c_allocator!(
     // SAFETY: a NUL-terminated name and no old/new values, as purge takes none.
     unsafe {
         tikv_jemalloc_sys::mallctl(
-            b"arena.4096.purge\0".as_ptr().cast(),
+            c"arena.4096.purge".as_ptr(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
