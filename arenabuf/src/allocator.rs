@@ -398,8 +398,11 @@ impl PooledAllocator {
     #[track_caller]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
         match thread_cache::allocate_cached(self.pool(), kind, capacity) {
-            Some((mut allocation, room)) => {
-                self.track_leaks(&mut allocation, capacity);
+            Some((mut allocation, room, track)) => {
+                if track {
+                    // Sampled by the thread cache's countdown.
+                    LeakDetector::track(&self.pool().leak, &mut allocation, capacity, std::panic::Location::caller());
+                }
                 ByteBuf::with_room(allocation, room, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
             }
             None => self.buffer_slow(kind, capacity),

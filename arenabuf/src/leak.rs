@@ -312,7 +312,7 @@ fn sampled() -> bool {
 
 /// Draws the next gap between sampled calls.
 #[cold]
-fn next_gap() -> u32 {
+pub(crate) fn next_gap() -> u32 {
     SAMPLER
         .try_with(|state| {
             let mut x = state.get();

@@ -47,7 +47,7 @@ use crate::arena::{Arena, PooledRegion};
 use crate::cache_registry::CacheTally;
 use crate::chunk::Handle;
 use crate::error::AllocError;
-use crate::leak::LeakTracker;
+use crate::leak::{self, LeakLevel, LeakTracker};
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
 use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, CachePadded, Ordering};
@@ -509,7 +509,7 @@ pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Resul
         // SAFETY: `CURRENT` names this thread's live cache for `pool`; no other
         // reference to it is active (nothing re-enters the pool meanwhile).
         let cache = unsafe { &mut *cache.as_ptr() };
-        if let Some((allocation, _)) = cache.allocate_cached(kind, size) {
+        if let Some((allocation, _, _)) = cache.allocate_cached(kind, size) {
             return Ok(allocation);
         }
         return cache.allocate_slow(kind, size);
@@ -520,7 +520,7 @@ pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Resul
 /// The hit path alone: a cached region for the calling thread, or `None`
 /// for anything that needs more (a miss, another pool, a huge size).
 #[inline(always)]
-pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
+pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Option<(Allocation, usize, bool)> {
     let cache = thread_local::current_cache(pool.id())?;
     // SAFETY: as in `allocate`.
     unsafe { &mut *cache.as_ptr() }.allocate_cached(kind, size)
@@ -531,7 +531,7 @@ pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Opt
 #[inline(never)]
 fn allocate_unbound(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
     let through_cache = thread_local::with_cache(pool, |cache| match cache.allocate_cached(kind, size) {
-        Some((allocation, _)) => Ok(allocation),
+        Some((allocation, _, _)) => Ok(allocation),
         None => cache.allocate_slow(kind, size),
     });
     if let Some(result) = through_cache {
@@ -735,6 +735,11 @@ pub(crate) struct ThreadCache {
     last_trim: Instant,
     /// The shared part's tally, reached without going through `shared`.
     tally: Arc<CacheTally>,
+    /// The pool's leak-detection level, and the cache hits left until the
+    /// next one the detector tracks (`u32::MAX` when disabled, so every
+    /// level pays the same decrement and branch on the hit path).
+    leak_level: LeakLevel,
+    leak_countdown: u32,
 }
 
 #[inline(always)]
@@ -796,6 +801,8 @@ impl ThreadCache {
         let trim_period =
             (config.cache_trim_interval_millis > 0).then(|| Duration::from_millis(config.cache_trim_interval_millis));
         let mut cache = ThreadCache {
+            leak_level: config.leak_detection,
+            leak_countdown: 0,
             tally,
             shared,
             classes,
@@ -809,7 +816,21 @@ impl ThreadCache {
             last_trim: Instant::now(),
         };
         cache.reset_countdown();
+        cache.next_leak_sample();
         cache
+    }
+
+    /// Sets the countdown to the next tracked hit; true when the detector is
+    /// on (the hit whose countdown ran out is then tracked).
+    #[cold]
+    fn next_leak_sample(&mut self) -> bool {
+        let (countdown, on) = match self.leak_level {
+            LeakLevel::Disabled => (u32::MAX, false),
+            LeakLevel::Paranoid => (1, true),
+            LeakLevel::Simple | LeakLevel::Advanced => (leak::next_gap(), true),
+        };
+        self.leak_countdown = countdown;
+        on
     }
 
     /// The shared part, for identity checks.
@@ -838,9 +859,9 @@ impl ThreadCache {
     }
 
     /// The hit path: a region of `size`'s class from the ring, with the class
-    /// size, or `None`.
+    /// size and whether the leak detector should track it, or `None`.
     #[inline(always)]
-    pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
+    pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize, bool)> {
         let idx = self.classes.index_of(size)?;
         let rings = &mut self.kinds[kind_index(kind)].rings;
         debug_assert_eq!(rings.len(), self.classes.num_classes());
@@ -856,7 +877,9 @@ impl ThreadCache {
         if self.countdown == 0 {
             self.countdown_expired();
         }
-        Some((Allocation::cached(kind, region, idx, self.shared), class_size))
+        self.leak_countdown -= 1;
+        let track = self.leak_countdown == 0 && self.next_leak_sample();
+        Some((Allocation::cached(kind, region, idx, self.shared), class_size, track))
     }
 
     /// Every other allocation: misses, huge blocks, kinds without arenas.
