@@ -1603,6 +1603,13 @@ unsafe impl BufMut for ByteBuf {
         self.max_writable_bytes()
     }
 
+    /// Counts `cnt` more bytes as written.
+    ///
+    /// # Safety
+    ///
+    /// As `BufMut::advance_mut`: the caller wrote the next `cnt` bytes. Pool
+    /// memory is always initialised, so this buffer's own soundness does not
+    /// depend on it; `cnt` past the capacity panics.
     #[inline]
     unsafe fn advance_mut(&mut self, cnt: usize) {
         let writer = self.writer_index;

@@ -362,7 +362,7 @@ impl Builder {
         let max_order = pick(self.max_order, env, "ARENABUF_MAX_ORDER", DEFAULT_MAX_ORDER)?;
         let classes = SizeClasses::new(page_size, max_order)?;
         let chunk = classes.chunk_size();
-        let memory = system_memory();
+        let memory = crate::memory::system_memory();
         let max_direct_memory = pick(self.max_direct_memory, env, "ARENABUF_MAX_DIRECT_MEMORY", memory)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let arenas_for = |memory: usize| (2 * cores).min(memory / chunk / 6);
@@ -493,41 +493,6 @@ fn pick<T: FromEnv>(
     }
 }
 
-/// The memory this process may use: physical memory, or the cgroup's limit
-/// when one is set and lower.
-pub(crate) fn system_memory() -> usize {
-    let physical = physical_memory();
-    cgroup_limit().map_or(physical, |limit| limit.min(physical))
-}
-
-#[cfg(all(unix, not(miri)))]
-fn physical_memory() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-    if pages > 0 && page > 0 {
-        (pages as usize).saturating_mul(page as usize)
-    } else {
-        FALLBACK_MEMORY
-    }
-}
-
-#[cfg(any(not(unix), miri))]
-fn physical_memory() -> usize {
-    FALLBACK_MEMORY
-}
-
-/// What to assume when the system does not say: 4 GiB.
-const FALLBACK_MEMORY: usize = 4 << 30;
-
-fn cgroup_limit() -> Option<usize> {
-    if cfg!(miri) {
-        return None;
-    }
-    ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-        .iter()
-        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<usize>().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,7 +515,7 @@ mod tests {
         assert_eq!(c.idle_trim_millis, 0, "idle trim is off by default");
         assert!(c.use_cache_for_all_threads);
         let cores = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(c.heap_arenas, (2 * cores).min(system_memory() / (4 << 20) / 6));
+        assert_eq!(c.heap_arenas, (2 * cores).min(crate::memory::system_memory() / (4 << 20) / 6));
         assert_eq!(c.direct_arenas, (2 * cores).min(c.max_direct_memory / (4 << 20) / 6));
     }
 

@@ -229,6 +229,41 @@ unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     unsafe { alloc::dealloc(ptr.as_ptr(), heap_layout(len)) }
 }
 
+/// The memory this process may use: physical memory, or the cgroup's limit
+/// when one is set and lower.
+pub(crate) fn system_memory() -> usize {
+    let physical = physical_memory();
+    cgroup_limit().map_or(physical, |limit| limit.min(physical))
+}
+
+#[cfg(all(unix, not(miri)))]
+fn physical_memory() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages > 0 && page > 0 {
+        (pages as usize).saturating_mul(page as usize)
+    } else {
+        FALLBACK_MEMORY
+    }
+}
+
+#[cfg(any(not(unix), miri))]
+fn physical_memory() -> usize {
+    FALLBACK_MEMORY
+}
+
+/// What to assume when the system does not say: 4 GiB.
+const FALLBACK_MEMORY: usize = 4 << 30;
+
+fn cgroup_limit() -> Option<usize> {
+    if cfg!(miri) {
+        return None;
+    }
+    ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<usize>().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
