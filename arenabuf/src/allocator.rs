@@ -170,6 +170,9 @@ impl Pool {
         for arena in self.heap_arenas.iter().chain(self.direct_arenas.iter()) {
             arena.trim();
         }
+        // The chunks' bookkeeping came from the global allocator; have it
+        // give back the pages that freed (glibc keeps them otherwise).
+        crate::memory::release_free_heap_pages();
     }
 
     /// Starts the background thread of the idle-time trim: every `period`
