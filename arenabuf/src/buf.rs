@@ -1845,7 +1845,7 @@ impl Hash for ByteSlice {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use crate::test_config::pool;
+    use crate::test_config::{active, pool};
     use crate::PooledAllocator;
 
     #[test]
@@ -1872,10 +1872,6 @@ mod tests {
         for (tag, buf) in &bufs {
             assert!(buf.as_slice().iter().all(|b| b == tag));
         }
-    }
-
-    fn active(alloc: &PooledAllocator) -> u64 {
-        alloc.metric().heap_arenas()[0].num_active_allocations()
     }
 
     /// No caching on plain threads: a released region goes straight back

@@ -26,6 +26,12 @@ pub(crate) fn pool() -> crate::PooledAllocator {
         .expect("valid test settings")
 }
 
+/// Regions handed out and not given back, over every arena of `alloc`.
+pub(crate) fn active(alloc: &crate::PooledAllocator) -> u64 {
+    let m = alloc.metric();
+    m.heap_arenas().iter().chain(m.direct_arenas()).map(|a| a.num_active_allocations()).sum()
+}
+
 /// A proptest configuration running `cases` cases natively, 2 under Miri.
 pub(crate) fn proptest(cases: u32) -> Config {
     if SMALL {
