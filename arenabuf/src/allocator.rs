@@ -8,7 +8,7 @@ use crate::buf::ByteBuf;
 use crate::cache_registry::CacheRegistry;
 use crate::config::{Builder, Config};
 use crate::error::AllocError;
-use crate::leak::{LeakDetector, LeakLevel, LeakReport};
+use crate::leak::{LeakDetector, LeakReport};
 use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{AllocatorMetric, ArenaMetric};
 use crate::size_class::SizeClasses;
@@ -69,7 +69,6 @@ pub(crate) struct Pool {
     /// The live thread caches, for pinned memory and [`PooledAllocator::trim`].
     cache_registry: CacheRegistry,
     /// The configured level, read on every allocation: one branch.
-    leak_level: LeakLevel,
     leak: Arc<LeakDetector>,
 }
 
@@ -86,7 +85,6 @@ impl Pool {
             direct_arenas: arenas(MemoryKind::Direct, config.direct_arenas, Some(&direct_limit)),
             classes,
             direct_limit,
-            leak_level: config.leak_detection,
             leak: Arc::new(LeakDetector::new(config.leak_detection)),
             config,
             closed: AtomicBool::new(false),
@@ -139,7 +137,7 @@ impl Pool {
     }
 
     #[inline(always)]
-    pub(crate) fn allocate(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+    pub(crate) fn allocate(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
         thread_cache::allocate(this, kind, size)
     }
 
@@ -412,17 +410,6 @@ impl PooledAllocator {
         }
     }
 
-    /// The leak detector's sampling: a branch when disabled, a per-thread
-    /// random draw when sampling, the capture only for sampled buffers.
-    #[inline(always)]
-    #[track_caller]
-    fn track_leaks(&self, allocation: &mut Allocation, capacity: usize) {
-        let pool = self.pool();
-        if pool.leak_level != LeakLevel::Disabled && LeakDetector::should_track(pool.leak_level) {
-            LeakDetector::track(&pool.leak, allocation, capacity, std::panic::Location::caller());
-        }
-    }
-
     #[cold]
     #[inline(never)]
     #[track_caller]
@@ -504,8 +491,10 @@ impl PooledAllocator {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }
-        let mut allocation = Pool::allocate(self.pool(), kind, capacity)?;
-        self.track_leaks(&mut allocation, capacity);
+        let (mut allocation, track) = Pool::allocate(self.pool(), kind, capacity)?;
+        if track {
+            LeakDetector::track(&self.pool().leak, &mut allocation, capacity, std::panic::Location::caller());
+        }
         Ok(ByteBuf::new(allocation, capacity, max_capacity))
     }
 
@@ -550,7 +539,7 @@ impl PooledAllocator {
     /// The buffers the leak detector tracks that are still alive, grouped
     /// by allocation site: forgotten buffers, buffers in reference cycles,
     /// or buffers simply still held. Which buffers are tracked depends on
-    /// the [`LeakLevel`] (by default one in 128). When the last handle of
+    /// the [`LeakLevel`](crate::LeakLevel) (by default one in 128). When the last handle of
     /// the allocator drops, a non-empty report is printed to stderr.
     ///
     /// # Examples

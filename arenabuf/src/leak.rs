@@ -166,13 +166,6 @@ impl LeakDetector {
         LeakDetector { level, slab: Mutex::new(Slab::default()) }
     }
 
-    /// Whether a new buffer at `level` (not `Disabled`) is one to track:
-    /// every one at `Paranoid`, about one in [`SAMPLING_INTERVAL`] else.
-    #[inline(always)]
-    pub(crate) fn should_track(level: LeakLevel) -> bool {
-        level == LeakLevel::Paranoid || sampled()
-    }
-
     /// Tracks `allocation`: records its allocation site (`caller`, or a
     /// backtrace above `Simple`) and registers it.
     #[cold]
@@ -282,35 +275,16 @@ impl LeakDetector {
 // and on most calls just a decrement.
 #[cfg(not(loom))]
 std::thread_local! {
-    static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
     static SAMPLER: Cell<u32> = const { Cell::new(0) };
 }
 
 #[cfg(loom)]
 loom::thread_local! {
-    static COUNTDOWN: Cell<u32> = Cell::new(0);
     static SAMPLER: Cell<u32> = Cell::new(0);
 }
 
-/// True for about one call in [`SAMPLING_INTERVAL`], at random: the gaps
-/// between sampled calls are drawn uniformly from 1 to twice the interval.
-#[inline(always)]
-fn sampled() -> bool {
-    COUNTDOWN
-        .try_with(|left| {
-            let n = left.get();
-            if n > 1 {
-                left.set(n - 1);
-                false
-            } else {
-                left.set(next_gap());
-                n == 1
-            }
-        })
-        .unwrap_or(false)
-}
-
-/// Draws the next gap between sampled calls.
+/// Draws the next gap between sampled buffers, uniformly from 1 to twice
+/// [`SAMPLING_INTERVAL`]; each thread cache counts down to it.
 #[cold]
 pub(crate) fn next_gap() -> u32 {
     SAMPLER

@@ -357,7 +357,8 @@ impl Allocation {
     /// A new region of at least `size` bytes from the same pool and memory
     /// kind as this one: what a buffer that grows or shrinks by moving needs.
     pub(crate) fn allocate_like(&self, size: usize) -> Result<Allocation, AllocError> {
-        Pool::allocate(self.pool(), self.kind(), size)
+        // A moved buffer keeps its own tracker; the new region is not sampled.
+        Pool::allocate(self.pool(), self.kind(), size).map(|(allocation, _)| allocation)
     }
 
     /// The pool the memory belongs to.
@@ -491,17 +492,15 @@ impl Allocation {
 
 /// Allocates `size` bytes of `kind` memory for the calling thread: from its
 /// cache when the thread's `CURRENT` cache belongs to `pool`, else through
-/// the thread's table of caches.
+/// the thread's table of caches. The flag says whether the leak detector
+/// should track the allocation (the cache's sampling).
 #[inline(always)]
-pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
     if let Some(cache) = thread_local::current_cache(pool.id()) {
         // SAFETY: `CURRENT` names this thread's live cache for `pool`; no other
         // reference to it is active (nothing re-enters the pool meanwhile).
         let cache = unsafe { &mut *cache.as_ptr() };
-        if let Some((allocation, _, _)) = cache.allocate_cached(kind, size) {
-            return Ok(allocation);
-        }
-        return cache.allocate_slow(kind, size);
+        return cache.allocate(kind, size);
     }
     allocate_unbound(pool, kind, size)
 }
@@ -518,19 +517,17 @@ pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Opt
 /// The thread's `CURRENT` cache is another pool's, or none yet.
 #[cold]
 #[inline(never)]
-fn allocate_unbound(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
-    let through_cache = thread_local::with_cache(pool, |cache| match cache.allocate_cached(kind, size) {
-        Some((allocation, _, _)) => Ok(allocation),
-        None => cache.allocate_slow(kind, size),
-    });
-    if let Some(result) = through_cache {
+fn allocate_unbound(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
+    if let Some(result) = thread_local::with_cache(pool, |cache| cache.allocate(kind, size)) {
         return result;
     }
-    // The thread's caches are gone (it is exiting): straight to an arena.
-    match pool.least_used(kind) {
+    // The thread's caches are gone (it is exiting): straight to an arena,
+    // tracked only when every buffer is.
+    let allocation = match pool.least_used(kind) {
         Some(arena) => Allocation::uncached(arena, size, pool.clone()),
         None => Pool::allocate_unpooled(pool, kind, size),
-    }
+    }?;
+    Ok((allocation, pool.config().leak_detection == LeakLevel::Paranoid))
 }
 
 /// Gives a region (or, for huge buffers, just the count) back to the cache
@@ -792,8 +789,16 @@ impl ThreadCache {
         cache
     }
 
-    /// Sets the countdown to the next tracked hit; true when the detector is
-    /// on (the hit whose countdown ran out is then tracked).
+    /// Counts an allocation towards the leak detector's next sample: true
+    /// when this one is to be tracked.
+    #[inline(always)]
+    fn sample_leak(&mut self) -> bool {
+        self.leak_countdown -= 1;
+        self.leak_countdown == 0 && self.next_leak_sample()
+    }
+
+    /// Sets the countdown to the next tracked allocation; true when the
+    /// detector is on (the allocation whose countdown ran out is tracked).
     #[cold]
     fn next_leak_sample(&mut self) -> bool {
         let (countdown, on) = match self.leak_level {
@@ -846,9 +851,18 @@ impl ThreadCache {
         self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
         self.local_out += 1;
         self.count_lookup();
-        self.leak_countdown -= 1;
-        let track = self.leak_countdown == 0 && self.next_leak_sample();
+        let track = self.sample_leak();
         Some((Allocation::cached(kind, region, idx, self.shared), class_size, track))
+    }
+
+    /// Any allocation through this cache, with the leak detector's sampling.
+    #[inline(always)]
+    fn allocate(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
+        if let Some((allocation, _, track)) = self.allocate_cached(kind, size) {
+            return Ok((allocation, track));
+        }
+        let allocation = self.allocate_slow(kind, size)?;
+        Ok((allocation, self.sample_leak()))
     }
 
     /// Every other allocation: misses, huge blocks, kinds without arenas.
