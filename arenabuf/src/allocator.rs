@@ -219,7 +219,7 @@ impl Pool {
                 + self.unpooled_counter(kind).load(Ordering::Relaxed);
             let held = self.cache_registry.held_bytes(kind);
             // The figures are read one after another while threads run: a
-            // region moving from a ring to a buffer can be missed once.
+            // region moving from a stack to a buffer can be missed once.
             handed_out.saturating_sub(held)
         };
         AllocatorMetric {
@@ -399,12 +399,13 @@ impl PooledAllocator {
     #[track_caller]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
         match thread_cache::allocate_cached(self.pool(), kind, capacity) {
-            Some((mut allocation, room, track)) => {
-                if track {
-                    // Sampled by the thread cache's countdown.
-                    LeakDetector::track(&self.pool().leak, &mut allocation, capacity, std::panic::Location::caller());
-                }
+            Some((allocation, room, false)) => {
                 ByteBuf::with_room(allocation, room, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
+            }
+            // Sampled by the thread cache's countdown; out of line, so that
+            // the common arm builds its buffer straight in the caller's place.
+            Some((allocation, _, true)) => {
+                self.tracked_buffer(allocation, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
             }
             None => self.buffer_slow(kind, capacity),
         }
@@ -491,11 +492,19 @@ impl PooledAllocator {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }
-        let (mut allocation, track) = Pool::allocate(self.pool(), kind, capacity)?;
-        if track {
-            LeakDetector::track(&self.pool().leak, &mut allocation, capacity, std::panic::Location::caller());
+        match Pool::allocate(self.pool(), kind, capacity)? {
+            (allocation, false) => Ok(ByteBuf::new(allocation, capacity, max_capacity)),
+            (allocation, true) => Ok(self.tracked_buffer(allocation, capacity, max_capacity)),
         }
-        Ok(ByteBuf::new(allocation, capacity, max_capacity))
+    }
+
+    /// A buffer the leak detector tracks, made at the caller's location.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn tracked_buffer(&self, mut allocation: Allocation, capacity: usize, max_capacity: usize) -> ByteBuf {
+        LeakDetector::track(&self.pool().leak, &mut allocation, capacity, std::panic::Location::caller());
+        ByteBuf::new(allocation, capacity, max_capacity)
     }
 
     /// Trims the calling thread's cache for this allocator: each class gives

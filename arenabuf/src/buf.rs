@@ -42,8 +42,6 @@ enum Storage {
     Unique(Allocation),
     /// One of several parts, views or frozen `Bytes` over the region.
     Shared(Arc<Allocation>),
-    /// Only between taking the allocation out and putting it back.
-    Taken,
 }
 
 impl Storage {
@@ -52,7 +50,6 @@ impl Storage {
         match self {
             Storage::Unique(allocation) => allocation,
             Storage::Shared(allocation) => allocation,
-            Storage::Taken => unreachable!("storage is put back before it is used"),
         }
     }
 }
@@ -647,31 +644,56 @@ impl ByteBuf {
         if !matches!(self.storage, Storage::Shared(_)) {
             return;
         }
-        let Storage::Shared(region) = std::mem::replace(&mut self.storage, Storage::Taken) else { unreachable!() };
+        let mut reclaimed_len = None;
         // `try_unwrap` synchronises with the other holders' drops, so their
         // last reads happen before our next writes.
-        self.storage = match Arc::try_unwrap(region) {
-            Ok(allocation) => {
-                self.room = allocation.len() - self.offset;
-                self.frozen = 0;
-                Storage::Unique(allocation)
-            }
-            Err(region) => Storage::Shared(region),
-        };
+        self.replace_storage(|storage| match storage {
+            Storage::Shared(region) => match Arc::try_unwrap(region) {
+                Ok(allocation) => {
+                    reclaimed_len = Some(allocation.len());
+                    Storage::Unique(allocation)
+                }
+                Err(region) => Storage::Shared(region),
+            },
+            unique => unique,
+        });
+        if let Some(len) = reclaimed_len {
+            self.room = len - self.offset;
+            self.frozen = 0;
+        }
     }
 
     /// The region as a shared `Arc`, promoting unique storage.
     fn share(&mut self) -> Arc<Allocation> {
-        if let Storage::Unique(_) = self.storage {
-            let Storage::Unique(allocation) = std::mem::replace(&mut self.storage, Storage::Taken) else {
-                unreachable!()
-            };
-            self.storage = Storage::Shared(Arc::new(allocation));
-        }
+        self.replace_storage(|storage| match storage {
+            Storage::Unique(allocation) => Storage::Shared(Arc::new(allocation)),
+            shared => shared,
+        });
         match &self.storage {
             Storage::Shared(region) => region.clone(),
-            _ => unreachable!("promoted above"),
+            Storage::Unique(_) => unreachable!("promoted above"),
         }
+    }
+
+    /// Replaces the storage with what `change` makes of it. `Storage` has no
+    /// empty variant to leave in its place meanwhile (one would cost the
+    /// niche that keeps it at 32 bytes), so the value is moved out and back
+    /// by hand, and a panic in `change` aborts rather than drop it twice.
+    fn replace_storage(&mut self, change: impl FnOnce(Storage) -> Storage) {
+        struct AbortOnUnwind;
+        impl Drop for AbortOnUnwind {
+            fn drop(&mut self) {
+                std::process::abort();
+            }
+        }
+        let guard = AbortOnUnwind;
+        let slot: *mut Storage = &mut self.storage;
+        // SAFETY: `slot` is valid and initialised; the value read out is
+        // written back before `self.storage` is used again, and if `change`
+        // unwinds instead, the guard aborts the process, so the moved-out
+        // value is never dropped or read twice.
+        unsafe { slot.write(change(slot.read())) };
+        std::mem::forget(guard);
     }
 
     /// Moves to a fresh region of at least `new_capacity` bytes from the same

@@ -7,7 +7,7 @@
 //! counted per buffer: the arenas already count the bytes of every region
 //! they handed out and did not get back, under their lock and only on their
 //! slow paths. Those regions are either in a live buffer or held by a
-//! thread cache, parked in a ring or queued by another thread on its way
+//! thread cache, parked in a stack or queued by another thread on its way
 //! back. Each cache publishes those two amounts in a [`CacheTally`], so
 //!
 //! `pinned = arena active bytes + huge bytes + unpooled bytes - parked - queued`.
@@ -33,7 +33,7 @@ fn kind_index(kind: MemoryKind) -> usize {
 /// One thread cache's published figures and its trim request flag.
 #[derive(Debug, Default)]
 pub(crate) struct CacheTally {
-    /// Bytes parked in the rings, per kind; written by the owner thread only.
+    /// Bytes parked in the stacks, per kind; written by the owner thread only.
     parked: [AtomicU64; 2],
     /// Bytes queued by other threads, per kind.
     queued: [AtomicU64; 2],
@@ -43,7 +43,7 @@ pub(crate) struct CacheTally {
 }
 
 impl CacheTally {
-    /// Publishes the bytes parked in the owner's rings of `kind`. Owner
+    /// Publishes the bytes parked in the owner's stacks of `kind`. Owner
     /// thread only.
     #[inline]
     pub(crate) fn set_parked(&self, kind: MemoryKind, bytes: u64) {

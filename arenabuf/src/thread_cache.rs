@@ -2,15 +2,15 @@
 //!
 //! Each thread that allocates from a pool gets a [`ThreadCache`], bound to
 //! the pool's least-used heap arena and least-used direct arena. It keeps,
-//! per size class, a FIFO ring of regions its buffers gave back, and serves
-//! the next allocation of that class from the ring without touching the
+//! per size class, a FIFO stack of regions its buffers gave back, and serves
+//! the next allocation of that class from the stack without touching the
 //! arena or any lock.
 //!
 //! # The fast path
 //!
 //! A thread-local `CURRENT` names the cache the thread used last (pool id,
 //! owner part, shared part). Allocation checks the pool id, maps the size to
-//! its class and pops the class's ring; release compares the buffer's shared
+//! its class and pops the class's stack; release compares the buffer's shared
 //! part with `CURRENT`'s and pushes the region back. No lock, no atomic
 //! read-modify-write, no reference count: a hit is a few dozen instructions.
 //! Everything else (misses, huge and unpooled buffers, other pools, other
@@ -21,8 +21,8 @@
 //! A buffer released on another thread goes back to the cache of the thread
 //! that allocated it (Netty's rule), through a bounded lock-free queue in the
 //! cache's shared part, [`CacheShared`]. The owning thread moves those
-//! regions into its rings when a ring runs dry. A full queue, a closed cache
-//! (its thread has exited) or a full ring sends the region to its arena.
+//! regions into its stacks when a stack runs dry. A full queue, a closed cache
+//! (its thread has exited) or a full stack sends the region to its arena.
 //!
 //! # Lifetime without per-buffer reference counts
 //!
@@ -38,7 +38,6 @@
 //! Before the owner exits the value cannot reach zero (the bias dwarfs any
 //! number of releases); after, it is exactly the number of live buffers.
 
-use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -235,22 +234,28 @@ enum HugeOwner {
 
 /// A region of memory owned by one buffer; dropping it gives it back.
 ///
-/// 40 bytes: the region's address, its handle and chunk (for pooled
-/// regions), its size class, a tag (memory kind and source), one owner
-/// pointer (a `CacheShared` for regions from thread caches, or a boxed
-/// [`Detached`] for the rest) and the leak detector's tracker, if sampled.
+/// 32 bytes: the region's address, its handle and chunk (for pooled
+/// regions), its size class, a tag (memory kind, source, tracking) and one
+/// owner pointer: a `CacheShared` for regions from thread caches, a boxed
+/// [`Detached`] for the rest, or, when the leak detector tracks the
+/// allocation, a boxed [`Tracked`] that holds one of those and the tracker.
 #[derive(Debug)]
 pub(crate) struct Allocation {
     ptr: NonNull<u8>,
     handle: Handle,
+    owner: NonNull<()>,
     chunk: u32,
     size_idx: u8,
     tag: u8,
+}
+
+/// What a tracked allocation's `owner` points to: the owner pointer it
+/// would have untracked, and the leak detector's registration. Boxed, so
+/// that the common, untracked allocation carries no tracker field.
+#[derive(Debug)]
+struct Tracked {
     owner: NonNull<()>,
-    /// The leak detector's tracker when [`TRACKED`] is set; dropped by hand
-    /// (after the region is given back), so that untracked allocations pay
-    /// no drop glue for it.
-    leak: ManuallyDrop<Option<Box<LeakTracker>>>,
+    tracker: Box<LeakTracker>,
 }
 
 // SAFETY: the region is exclusively the allocation's; what `owner` points to
@@ -284,21 +289,40 @@ impl Allocation {
     /// Marks the allocation as tracked by the leak detector.
     pub(crate) fn set_leak_tracker(&mut self, tracker: Box<LeakTracker>) {
         let old = self.take_leak_tracker();
-        *self.leak = Some(tracker);
+        let tracked = Box::new(Tracked { owner: self.owner, tracker });
+        self.owner = NonNull::from(Box::leak(tracked)).cast();
         self.tag |= TRACKED;
         drop(old);
     }
 
     /// Takes the leak detector's tracking away, to move it to another
-    /// allocation.
+    /// allocation (or to end it once the region is back).
     pub(crate) fn take_leak_tracker(&mut self) -> Option<Box<LeakTracker>> {
+        if self.tag & TRACKED == 0 {
+            return None;
+        }
+        // SAFETY: with TRACKED set, `owner` is the box leaked in
+        // `set_leak_tracker`; clearing the bit below hands it back once.
+        let tracked = unsafe { Box::from_raw(self.owner.cast::<Tracked>().as_ptr()) };
         self.tag &= !TRACKED;
-        self.leak.take()
+        self.owner = tracked.owner;
+        Some(tracked.tracker)
     }
 
     /// The leak detector's tracking of this allocation, if any.
     pub(crate) fn leak_tracker(&self) -> Option<&LeakTracker> {
-        self.leak.as_deref()
+        self.tracked().map(|tracked| &*tracked.tracker)
+    }
+
+    fn tracked(&self) -> Option<&Tracked> {
+        // SAFETY: with TRACKED set, `owner` is the allocation's own `Tracked`
+        // box (`set_leak_tracker`), alive until `take_leak_tracker`.
+        (self.tag & TRACKED != 0).then(|| unsafe { self.owner.cast::<Tracked>().as_ref() })
+    }
+
+    /// The owner pointer, seen through a `Tracked` box if there is one.
+    fn owner(&self) -> NonNull<()> {
+        self.tracked().map_or(self.owner, |tracked| tracked.owner)
     }
 
     /// Whether the memory is direct (mmap-backed) rather than heap.
@@ -321,7 +345,7 @@ impl Allocation {
         debug_assert_eq!(self.tag & SOURCE_MASK, SOURCE_CACHE);
         // SAFETY: a cache-sourced allocation is counted in its CacheShared's
         // outstanding buffers, which keeps the shared part alive.
-        unsafe { self.owner.cast::<CacheShared>().as_ref() }
+        unsafe { self.owner().cast::<CacheShared>().as_ref() }
     }
 
     fn detached(&self) -> Option<&Detached> {
@@ -329,7 +353,7 @@ impl Allocation {
             return None;
         }
         // SAFETY: for other sources `owner` is the allocation's own box.
-        Some(unsafe { self.owner.cast::<Detached>().as_ref() })
+        Some(unsafe { self.owner().cast::<Detached>().as_ref() })
     }
 
     fn tag_for(kind: MemoryKind, source: u8) -> u8 {
@@ -350,7 +374,6 @@ impl Allocation {
             size_idx,
             tag: Allocation::tag_for(kind, SOURCE_DETACHED),
             owner: NonNull::from(Box::leak(Box::new(detached))).cast(),
-            leak: ManuallyDrop::new(None),
         }
     }
 
@@ -404,7 +427,7 @@ impl Allocation {
         Allocation::from_detached(ptr, kind, detached, None)
     }
 
-    /// A region from a thread cache's ring or its arena.
+    /// A region from a thread cache's stack or its arena.
     #[inline(always)]
     fn cached(kind: MemoryKind, entry: CachedRegion, size_idx: usize, shared: NonNull<CacheShared>) -> Allocation {
         Allocation {
@@ -414,7 +437,6 @@ impl Allocation {
             size_idx: size_idx as u8,
             tag: Allocation::tag_for(kind, SOURCE_CACHE),
             owner: shared.cast(),
-            leak: ManuallyDrop::new(None),
         }
     }
 
@@ -464,7 +486,7 @@ impl Drop for Allocation {
 }
 
 impl Allocation {
-    /// Every release but a same-thread, untracked one into a ring with room.
+    /// Every release but a same-thread, untracked one into a stack with room.
     #[cold]
     #[inline(never)]
     fn drop_slow(&mut self) {
@@ -531,7 +553,7 @@ fn allocate_unbound(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(
 }
 
 /// Gives a region (or, for huge buffers, just the count) back to the cache
-/// that allocated it: into its rings on the owner thread, through the queue
+/// that allocated it: into its stacks on the owner thread, through the queue
 /// from any other thread.
 ///
 /// # Safety
@@ -565,7 +587,7 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
     }
 }
 
-/// A cached region: what a ring keeps of it.
+/// A cached region: what a stack keeps of it.
 #[derive(Debug, Clone, Copy)]
 struct CachedRegion {
     ptr: NonNull<u8>,
@@ -573,22 +595,20 @@ struct CachedRegion {
     chunk: u32,
 }
 
-/// Cached regions of one size class: a FIFO ring whose storage is made on
-/// first use and whose capacity is a power of two.
+/// Cached regions of one size class: a stack whose storage is made on first
+/// use. Allocation takes the newest region, the one most likely still in the
+/// CPU's caches; trims free the oldest, at the bottom.
 #[derive(Debug)]
-struct Ring {
-    /// Empty until the first push, then `capacity` long. Entries outside
-    /// `head .. tail` are stale copies, never read.
+struct Stack {
+    /// Empty until the first push, then `capacity` long. Entries at `len`
+    /// and above are stale copies, never read.
     slots: Box<[CachedRegion]>,
-    /// Free-running positions: `tail - head` regions are cached.
-    head: u32,
-    tail: u32,
-    /// `slots.len() - 1` once the slots exist.
-    mask: u32,
-    /// `slots.len()`: 0 until the slots exist, so an unmade ring reads as
+    /// Regions cached: `slots[..len]`.
+    len: u32,
+    /// `slots.len()`: 0 until the slots exist, so an unmade stack reads as
     /// full and the hot path needs no separate check.
     room: u32,
-    /// The configured capacity (a power of two, or 0: not cached).
+    /// The configured capacity (0: not cached).
     capacity: u32,
     /// The class's size, at hand for the parked-bytes tally.
     class_size: u32,
@@ -596,13 +616,11 @@ struct Ring {
     hits: u32,
 }
 
-impl Ring {
-    fn new(capacity: usize, class_size: usize) -> Ring {
-        Ring {
+impl Stack {
+    fn new(capacity: usize, class_size: usize) -> Stack {
+        Stack {
             slots: Box::default(),
-            head: 0,
-            tail: 0,
-            mask: 0,
+            len: 0,
             room: 0,
             capacity: capacity as u32,
             class_size: class_size as u32,
@@ -612,57 +630,61 @@ impl Ring {
 
     #[inline(always)]
     fn len(&self) -> u32 {
-        self.tail.wrapping_sub(self.head)
+        self.len
     }
 
+    /// Takes the newest region.
     #[inline(always)]
     fn pop(&mut self) -> Option<CachedRegion> {
-        if self.head == self.tail {
+        if self.len == 0 {
             return None;
         }
-        debug_assert!(self.room > 0 && self.slots.len() == self.room as usize);
-        // SAFETY: a non-empty ring has `room` slots, a power of two, and
-        // `head & mask < room`.
-        let slot = unsafe { *self.slots.get_unchecked((self.head & self.mask) as usize) };
-        self.head = self.head.wrapping_add(1);
-        Some(slot)
+        debug_assert!(self.len <= self.room && self.slots.len() == self.room as usize);
+        self.len -= 1;
+        // SAFETY: `len < room == slots.len()`.
+        Some(unsafe { *self.slots.get_unchecked(self.len as usize) })
     }
 
-    /// Adds a region at the back; gives it back when the ring is full.
+    /// Removes the `count` oldest regions (at most `len`) and gives them to
+    /// `free`.
+    fn drain_oldest(&mut self, count: usize, mut free: impl FnMut(CachedRegion)) {
+        let (count, len) = (count.min(self.len as usize), self.len as usize);
+        self.slots[..count].iter().copied().for_each(&mut free);
+        self.slots.copy_within(count..len, 0);
+        self.len = (len - count) as u32;
+    }
+
+    /// Adds a region on top; false (nothing changed) when the stack is full or
+    /// the class is not cached.
     #[inline(always)]
-    fn push(&mut self, region: CachedRegion) -> Result<(), CachedRegion> {
-        if self.len() == self.room {
-            if self.room == 0 {
-                return self.make_room(region);
-            }
-            return Err(region);
+    fn push(&mut self, region: CachedRegion) -> bool {
+        if self.len == self.room {
+            return self.room == 0 && self.make_room(region);
         }
-        // SAFETY: `len < room`, so the slots exist (`room` of them, a power of
-        // two) and `tail & mask < room`.
-        unsafe { *self.slots.get_unchecked_mut((self.tail & self.mask) as usize) = region };
-        self.tail = self.tail.wrapping_add(1);
-        Ok(())
+        // SAFETY: `len < room == slots.len()`.
+        unsafe { *self.slots.get_unchecked_mut(self.len as usize) = region };
+        self.len += 1;
+        true
     }
 
-    /// The ring's storage is not made yet (or the class is not cached).
+    /// The stack's storage is not made yet (or the class is not cached).
     #[cold]
     #[inline(never)]
-    fn make_room(&mut self, region: CachedRegion) -> Result<(), CachedRegion> {
+    fn make_room(&mut self, region: CachedRegion) -> bool {
         if self.capacity == 0 {
-            return Err(region);
+            return false;
         }
         self.slots = vec![region; self.capacity as usize].into_boxed_slice();
         self.room = self.capacity;
-        self.mask = self.capacity - 1;
         self.push(region)
     }
 }
 
-/// The rings of one memory kind and the arena they serve.
+/// The stacks of one memory kind and the arena they serve.
 #[derive(Debug)]
 struct KindCache {
     arena: Option<NonNull<Arena>>,
-    rings: Box<[Ring]>,
+    stacks: Box<[Stack]>,
 }
 
 impl KindCache {
@@ -677,11 +699,7 @@ impl KindCache {
         let Some(arena) = self.arena else { return };
         // SAFETY: as in `arena()`.
         let arena = unsafe { arena.as_ref() };
-        let ring = &mut self.rings[idx];
-        for _ in 0..count.min(ring.len() as usize) {
-            let region = ring.pop().expect("counted");
-            arena.free(region.chunk, region.handle, idx);
-        }
+        self.stacks[idx].drain_oldest(count, |region| arena.free(region.chunk, region.handle, idx));
     }
 }
 
@@ -745,15 +763,15 @@ impl ThreadCache {
         };
         let kind_cache = |kind| {
             let arena = pool.bind_least_used(kind);
-            // A ring for every class (capacity 0 where nothing is cached), so
+            // A stack for every class (capacity 0 where nothing is cached), so
             // that the hot path indexes without a bounds check.
-            let rings = (0..classes.num_classes())
+            let stacks = (0..classes.num_classes())
                 .map(|idx| {
                     let capacity = if idx < cached_classes && arena.is_some() { ring_capacity(idx) } else { 0 };
-                    Ring::new(capacity, classes.size_of(idx))
+                    Stack::new(capacity, classes.size_of(idx))
                 })
                 .collect();
-            KindCache { arena: arena.map(NonNull::from), rings }
+            KindCache { arena: arena.map(NonNull::from), stacks }
         };
         let kinds = [kind_cache(MemoryKind::Heap), kind_cache(MemoryKind::Direct)];
         let tally = Arc::new(CacheTally::default());
@@ -835,19 +853,19 @@ impl ThreadCache {
         self.countdown = self.span;
     }
 
-    /// The hit path: a region of `size`'s class from the ring, with the class
+    /// The hit path: a region of `size`'s class from the stack, with the class
     /// size and whether the leak detector should track it, or `None`.
     #[inline(always)]
     pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize, bool)> {
         let idx = self.classes.index_of(size)?;
         // `take`, spelled out: through the call the pair costs 165
         // instructions instead of 162 (scripts/callgrind.sh).
-        let rings = &mut self.kinds[kind_index(kind)].rings;
-        // SAFETY: as in `take`: a class index, and a ring for every class.
-        let ring = unsafe { rings.get_unchecked_mut(idx) };
-        let region = ring.pop()?;
-        ring.hits += 1;
-        let class_size = ring.class_size as usize;
+        let stacks = &mut self.kinds[kind_index(kind)].stacks;
+        // SAFETY: as in `take`: a class index, and a stack for every class.
+        let stack = unsafe { stacks.get_unchecked_mut(idx) };
+        let region = stack.pop()?;
+        stack.hits += 1;
+        let class_size = stack.class_size as usize;
         self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
         self.local_out += 1;
         self.count_lookup();
@@ -879,7 +897,7 @@ impl ThreadCache {
             self.local_out += 1;
             return Ok(Allocation::from_huge(kind, detached));
         };
-        if self.kinds[k].rings[idx].capacity > 0 {
+        if self.kinds[k].stacks[idx].capacity > 0 {
             self.count_lookup();
             if self.drain_remote() > 0 {
                 if let Some((region, _)) = self.take(kind, idx) {
@@ -898,36 +916,36 @@ impl ThreadCache {
     /// with the class size (the hit path spells this out, for speed).
     #[inline(always)]
     fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(CachedRegion, usize)> {
-        let rings = &mut self.kinds[kind_index(kind)].rings;
-        debug_assert!(idx < rings.len());
+        let stacks = &mut self.kinds[kind_index(kind)].stacks;
+        debug_assert!(idx < stacks.len());
         // SAFETY: callers pass a class index (from `index_of`), and there is a
-        // ring for every class.
-        let ring = unsafe { rings.get_unchecked_mut(idx) };
-        let region = ring.pop()?;
-        ring.hits += 1;
-        let class_size = ring.class_size as usize;
+        // stack for every class.
+        let stack = unsafe { stacks.get_unchecked_mut(idx) };
+        let region = stack.pop()?;
+        stack.hits += 1;
+        let class_size = stack.class_size as usize;
         self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
         self.local_out += 1;
         Some((region, class_size))
     }
 
-    /// Keeps a region in ring `size_idx` of `kind`; false when the ring is
+    /// Keeps a region in stack `size_idx` of `kind`; false when the stack is
     /// full or the class is not cached (nothing is changed then).
     #[inline(always)]
     fn keep(&mut self, kind: MemoryKind, size_idx: usize, region: CachedRegion) -> bool {
-        let rings = &mut self.kinds[kind_index(kind)].rings;
-        debug_assert!(size_idx < rings.len());
+        let stacks = &mut self.kinds[kind_index(kind)].stacks;
+        debug_assert!(size_idx < stacks.len());
         // SAFETY: a pooled region's size index is a class index, and there is
-        // a ring for every class.
-        let ring = unsafe { rings.get_unchecked_mut(size_idx) };
-        if ring.push(region).is_err() {
+        // a stack for every class.
+        let stack = unsafe { stacks.get_unchecked_mut(size_idx) };
+        if !stack.push(region) {
             return false;
         }
-        self.tally.add_parked(kind, u64::from(ring.class_size));
+        self.tally.add_parked(kind, u64::from(stack.class_size));
         true
     }
 
-    /// The owner thread's release into the class's ring; false when the ring
+    /// The owner thread's release into the class's stack; false when the stack
     /// is full or the class is not cached (nothing is changed then).
     #[inline(always)]
     fn release_cached(&mut self, allocation: &Allocation) -> bool {
@@ -949,7 +967,7 @@ impl ThreadCache {
         }
     }
 
-    /// Moves regions released on other threads into the rings; returns how
+    /// Moves regions released on other threads into the stacks; returns how
     /// many arrived.
     fn drain_remote(&mut self) -> usize {
         // SAFETY: as in `shared()`; a separate borrow so that `park` can
@@ -963,7 +981,7 @@ impl ThreadCache {
         count
     }
 
-    /// Keeps a released region in its ring, or frees it when the ring is
+    /// Keeps a released region in its stack, or frees it when the stack is
     /// full or the class is not cached.
     fn park(&mut self, remote: RemoteRegion) {
         let kind = [MemoryKind::Heap, MemoryKind::Direct]
@@ -1009,10 +1027,10 @@ impl ThreadCache {
         self.last_trim = Instant::now();
         self.reset_countdown();
         for cache in &mut self.kinds {
-            for idx in 0..cache.rings.len() {
-                let ring = &mut cache.rings[idx];
-                let excess = if everything { usize::MAX } else { ring.capacity.saturating_sub(ring.hits) as usize };
-                ring.hits = 0;
+            for idx in 0..cache.stacks.len() {
+                let stack = &mut cache.stacks[idx];
+                let excess = if everything { usize::MAX } else { stack.capacity.saturating_sub(stack.hits) as usize };
+                stack.hits = 0;
                 cache.free_oldest(idx, excess);
             }
         }
@@ -1024,12 +1042,12 @@ impl ThreadCache {
         }
     }
 
-    /// Recounts the bytes parked in the rings and publishes them (a ring
+    /// Recounts the bytes parked in the stacks and publishes them (a stack
     /// holds regions of one class only).
     fn publish_parked(&self) {
         for (k, kind) in [MemoryKind::Heap, MemoryKind::Direct].into_iter().enumerate() {
-            let rings = self.kinds[k].rings.iter();
-            let bytes: u64 = rings.map(|ring| u64::from(ring.len()) * u64::from(ring.class_size)).sum();
+            let stacks = self.kinds[k].stacks.iter();
+            let bytes: u64 = stacks.map(|stack| u64::from(stack.len()) * u64::from(stack.class_size)).sum();
             self.tally.set_parked(kind, bytes);
         }
     }
@@ -1103,7 +1121,7 @@ impl Drop for ThreadCache {
         let shared = unsafe { shared_ptr.as_ref() };
         shared.closed.store(true, Ordering::SeqCst);
         for cache in &mut self.kinds {
-            for idx in 0..cache.rings.len() {
+            for idx in 0..cache.stacks.len() {
                 cache.free_oldest(idx, usize::MAX);
             }
             if let Some(arena) = cache.arena() {
@@ -1215,7 +1233,28 @@ mod tests {
     use crate::ByteBuf;
 
     #[test]
-    fn a_region_released_on_its_thread_is_served_again_from_the_ring() {
+    fn the_newest_region_is_served_first_and_trims_free_the_oldest() {
+        let alloc = crate::PooledAllocator::builder()
+            .heap_arenas(1)
+            .max_order(crate::test_config::MAX_ORDER)
+            .small_cache_size(4)
+            .build()
+            .unwrap();
+        let bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
+        let addrs: Vec<usize> = bufs.iter().map(ByteBuf::memory_address).collect();
+        drop(bufs); // released in order: the last one is the newest
+        for _ in 0..2 {
+            assert_eq!(alloc.heap_buffer(300).memory_address(), addrs[2]);
+        }
+        // Two hits since the last trim: a stack of capacity 4 frees 4 - 2 of
+        // its oldest regions and keeps the newest.
+        assert!(alloc.trim_current_thread_cache());
+        assert_eq!(alloc.metric().heap_arenas()[0].num_small_deallocations(), 2);
+        assert_eq!(alloc.heap_buffer(300).memory_address(), addrs[2], "the newest region stayed");
+    }
+
+    #[test]
+    fn a_region_released_on_its_thread_is_served_again_from_the_stack() {
         let alloc = pool();
         let mut buf = alloc.direct_buffer(200);
         buf.as_mut_slice().fill(0x5A);
@@ -1234,8 +1273,8 @@ mod tests {
         let addrs: Vec<usize> = bufs.iter().map(ByteBuf::memory_address).collect();
         thread::spawn(move || drop(bufs)).join().unwrap();
         let again: Vec<usize> = (0..8).map(|_| alloc.heap_buffer(1000).memory_address()).collect();
-        // The first request drains the queue into the ring; FIFO order and
-        // each request releasing its buffer at once means one region cycles.
+        // The first request drains the queue into the stack; each request
+        // releasing its buffer at once means one region cycles.
         assert!(again.iter().all(|a| addrs.contains(a)));
         assert_eq!(alloc.metric().heap_arenas()[0].num_allocations(), 8);
     }
@@ -1247,13 +1286,13 @@ mod tests {
         let (small, huge) = thread::spawn(move || {
             let small = worker_alloc.heap_buffer(48);
             let huge = worker_alloc.heap_buffer(worker_alloc.metric().chunk_size() + 1);
-            drop(worker_alloc.heap_buffer(48)); // something in the ring at exit
+            drop(worker_alloc.heap_buffer(48)); // something in the stack at exit
             (small, huge)
         })
         .join()
         .unwrap();
         assert_eq!(alloc.metric().num_thread_local_caches(), 0);
-        assert_eq!(active(&alloc), 2, "the two live buffers; the ring was flushed");
+        assert_eq!(active(&alloc), 2, "the two live buffers; the stack was flushed");
         drop(small);
         drop(huge);
         assert_eq!(active(&alloc), 0);
