@@ -155,6 +155,21 @@ impl Pool {
         Ok(Allocation::unpooled(memory, this.clone()))
     }
 
+    /// Runs `attempt`; when the direct-memory limit refuses it, gives back
+    /// the empty chunks the direct arenas keep for reuse (they count against
+    /// the limit) and tries once more.
+    pub(crate) fn within_limit<T>(&self, mut attempt: impl FnMut() -> Result<T, AllocError>) -> Result<T, AllocError> {
+        match attempt() {
+            Err(AllocError::DirectMemoryExhausted { .. }) => {
+                for arena in self.direct_arenas.iter() {
+                    arena.release_empty_chunks();
+                }
+                attempt()
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn free_unpooled(&self, memory: RawMemory) {
         self.unpooled_counter(memory.kind()).fetch_sub(memory.len() as u64, Ordering::Relaxed);
     }

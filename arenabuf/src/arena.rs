@@ -224,9 +224,7 @@ impl Arena {
             }
             state.counters.active_bytes -= classes.size_of(size_idx) as u64;
             let destroyed = state.lists.after_free(chunk);
-            if destroyed.is_some() {
-                state.counters.chunks_destroyed += 1;
-            }
+            state.counters.chunks_destroyed += destroyed.len() as u64;
             destroyed
         };
         // The chunk's memory goes back to the system outside the lock.
@@ -247,6 +245,19 @@ impl Arena {
         drop(memory);
         self.huge_deallocations.fetch_add(1, Ordering::Relaxed);
         self.huge_active_bytes.fetch_sub(size, Ordering::Relaxed);
+    }
+
+    /// Destroys the empty chunks the arena keeps for reuse (their memory
+    /// counts against the direct-memory limit).
+    pub(crate) fn release_empty_chunks(&self) {
+        let destroyed = {
+            let mut state = lock(&self.state);
+            let destroyed = state.lists.remove_empty();
+            state.counters.chunks_destroyed += destroyed.len() as u64;
+            destroyed
+        };
+        // The chunks' memory goes back to the system outside the lock.
+        drop(destroyed);
     }
 
     /// Gives back what the arena holds without use: subpages with no element

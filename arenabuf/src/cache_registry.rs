@@ -58,15 +58,24 @@ impl CacheTally {
         counter.store(counter.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
     }
 
-    /// Counts bytes entering (`entering` true) or leaving the remote queue.
+    /// Counts bytes entering the remote queue, unless that would take the
+    /// queued bytes of `kind` above `limit`: then nothing changes and the
+    /// result is false.
     #[inline]
-    pub(crate) fn count_queued(&self, kind: MemoryKind, bytes: u64, entering: bool) {
+    pub(crate) fn try_count_queued(&self, kind: MemoryKind, bytes: u64, limit: u64) -> bool {
         let counter = &self.queued[kind_index(kind)];
-        if entering {
-            counter.fetch_add(bytes, Ordering::Relaxed);
-        } else {
+        let before = counter.fetch_add(bytes, Ordering::Relaxed);
+        if before + bytes > limit {
             counter.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
         }
+        true
+    }
+
+    /// Counts bytes leaving the remote queue.
+    #[inline]
+    pub(crate) fn uncount_queued(&self, kind: MemoryKind, bytes: u64) {
+        self.queued[kind_index(kind)].fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Bytes of `kind` the cache holds back from buffers.

@@ -13,6 +13,8 @@
 //! The lists are doubly linked through a slab of chunk slots: a chunk keeps
 //! its slot number for life, and subpages and buffers name it by that number.
 
+use std::time::{Duration, Instant};
+
 use crate::chunk::Chunk;
 use crate::subpage::{Subpage, SubpageRef, SubpageStore};
 
@@ -36,12 +38,20 @@ pub(crate) const BANDS: [(u32, u32); NUM_LISTS] = [(1, 25), (1, 50), (25, 75), (
 
 const NONE: u32 = u32::MAX;
 
-/// Empty chunks an arena keeps for reuse: a chunk that empties while the
-/// arena holds fewer is filed in qInit instead of being destroyed (Netty
-/// destroys a chunk that empties in q000 at once, which under a steady
+/// Empty chunks an arena keeps however long they stay empty: a chunk that
+/// empties is filed in qInit instead of being destroyed (Netty destroys a
+/// chunk that empties in q000 at once, which under a steady
 /// producer/consumer load maps and unmaps a chunk every few dozen buffers).
-/// `trim()` gives the reserve back too.
+/// `trim()` gives these back too.
 pub(crate) const EMPTY_RESERVE: usize = 1;
+/// How long further empty chunks are kept: with large buffers in flight
+/// between threads, chunks empty and fill again in waves (a batch of 64
+/// buffers of 1 MiB is 16 chunks), and mapping a chunk anew costs a system
+/// call and a page fault per page touched. A chunk empty for longer than
+/// this is unmapped the next time a chunk of its arena empties (or at
+/// `trim()`, or by the idle trim), so the arena keeps at most the chunks
+/// its buffers needed within the last second, as jemalloc's decay does.
+pub(crate) const EMPTY_CHUNK_DECAY: Duration = Duration::from_secs(1);
 
 #[cold]
 fn no_chunk(id: u32) -> ! {
@@ -86,6 +96,8 @@ struct Slot {
     prev: u32,
     /// Next chunk in the list, or next free slot when `chunk` is `None`.
     next: u32,
+    /// When the chunk was last filed as empty.
+    emptied_at: Option<Instant>,
 }
 
 /// The chunks of one arena in their six lists.
@@ -97,8 +109,10 @@ pub(crate) struct ChunkLists {
     /// Largest request each list can still serve, in bytes.
     max_request: [usize; NUM_LISTS],
     live_chunks: usize,
-    /// Empty chunks kept (at most [`EMPTY_RESERVE`]).
+    /// Empty chunks kept (see [`EMPTY_CHUNK_DECAY`]).
     empty_chunks: usize,
+    /// No kept empty chunk expires before this.
+    next_expiry: Option<Instant>,
 }
 
 impl ChunkLists {
@@ -111,6 +125,7 @@ impl ChunkLists {
             max_request,
             live_chunks: 0,
             empty_chunks: 0,
+            next_expiry: None,
         }
     }
 
@@ -198,7 +213,7 @@ impl ChunkLists {
     /// Takes a new chunk (on which the caller may already have allocated)
     /// into qInit, or further up if its usage says so; returns its slot.
     pub(crate) fn add(&mut self, chunk: Chunk) -> u32 {
-        let slot = Slot { chunk: Some(Box::new(chunk)), list: QINIT, prev: NONE, next: NONE };
+        let slot = Slot { chunk: Some(Box::new(chunk)), list: QINIT, prev: NONE, next: NONE, emptied_at: None };
         let id = if self.free_slot != NONE {
             let id = self.free_slot;
             self.free_slot = self.slots[id as usize].next;
@@ -213,41 +228,80 @@ impl ChunkLists {
         id
     }
 
-    /// Re-files chunk `id` after a free lowered its usage. Returns the chunk
-    /// when it must be destroyed: it is empty and the arena already keeps
-    /// [`EMPTY_RESERVE`] empty chunks. The caller drops it, ideally after
+    /// Re-files chunk `id` after a free lowered its usage. A chunk that
+    /// empties is kept; the chunks returned are kept empty ones whose time
+    /// is up ([`EMPTY_CHUNK_DECAY`]), for the caller to drop, ideally after
     /// releasing the arena's lock.
-    pub(crate) fn after_free(&mut self, id: u32) -> Option<Box<Chunk>> {
+    #[allow(clippy::vec_box)] // the chunks live boxed in the slab; unboxing would copy each
+    pub(crate) fn after_free(&mut self, id: u32) -> Vec<Box<Chunk>> {
+        self.after_free_at(id, Instant::now)
+    }
+
+    /// [`after_free`](Self::after_free) with the clock passed in (read only
+    /// when the chunk empties).
+    #[allow(clippy::vec_box)] // as in `after_free`
+    fn after_free_at(&mut self, id: u32, clock: impl FnOnce() -> Instant) -> Vec<Box<Chunk>> {
         let list = self.slots[id as usize].list;
         let usage = self.get(id).usage();
         if usage == 0 {
             self.unlink(id);
-            if self.empty_chunks < EMPTY_RESERVE {
-                self.empty_chunks += 1;
-                self.link(QINIT, id);
-                return None;
-            }
-            return Some(self.remove(id));
+            let now = clock();
+            let expired = self.remove_expired(now);
+            self.empty_chunks += 1;
+            self.slots[id as usize].emptied_at = Some(now);
+            self.next_expiry = self.next_expiry.or(Some(now + EMPTY_CHUNK_DECAY));
+            self.link(QINIT, id);
+            return expired;
         }
         if !falls_out_of(list, usage) {
-            return None;
+            return Vec::new();
         }
         self.unlink(id);
         let mut to = prev_list(list);
         while let Some(l) = to {
             if !falls_out_of(l, usage) {
                 self.link(l, id);
-                return None;
+                return Vec::new();
             }
             to = prev_list(l);
         }
         unreachable!("only an empty chunk falls out of q000")
     }
 
+    /// Takes out the kept empty chunks that have been empty for longer than
+    /// [`EMPTY_CHUNK_DECAY`] at `now`, but the newest [`EMPTY_RESERVE`].
+    #[allow(clippy::vec_box)] // as in `after_free`
+    fn remove_expired(&mut self, now: Instant) -> Vec<Box<Chunk>> {
+        if self.next_expiry.map_or(true, |expiry| now < expiry) {
+            return Vec::new();
+        }
+        let mut empty: Vec<(Instant, u32)> = self
+            .iter_list(QINIT)
+            .filter(|(_, chunk)| chunk.is_empty())
+            .map(|(id, _)| (self.slots[id as usize].emptied_at.expect("filed as empty"), id))
+            .collect();
+        // Newest first: the reserve is kept from the front.
+        empty.sort_unstable_by_key(|&(emptied_at, _)| std::cmp::Reverse(emptied_at));
+        let mut expired = Vec::new();
+        self.next_expiry = None;
+        for (i, &(emptied_at, id)) in empty.iter().enumerate() {
+            if i >= EMPTY_RESERVE && now.duration_since(emptied_at) > EMPTY_CHUNK_DECAY {
+                self.unlink(id);
+                self.empty_chunks -= 1;
+                expired.push(self.remove(id));
+            } else if i >= EMPTY_RESERVE {
+                let expiry = emptied_at + EMPTY_CHUNK_DECAY;
+                self.next_expiry = Some(self.next_expiry.map_or(expiry, |e| e.min(expiry)));
+            }
+        }
+        expired
+    }
+
     /// Takes every empty chunk out of the lists, for the caller to destroy.
     #[allow(clippy::vec_box)] // the chunks live boxed in the slab; unboxing would copy each
     pub(crate) fn remove_empty(&mut self) -> Vec<Box<Chunk>> {
         self.empty_chunks = 0;
+        self.next_expiry = None;
         let empty: Vec<u32> = (0..NUM_LISTS)
             .flat_map(|list| self.iter_list(list).filter(|(_, c)| c.usage() == 0).map(|(id, _)| id).collect::<Vec<_>>())
             .collect();
@@ -352,9 +406,10 @@ mod tests {
         lists.allocate(pages as usize * 8192, |c| c.allocate_run(classes, pages)).unwrap()
     }
 
-    fn free(classes: &SizeClasses, lists: &mut ChunkLists, (id, h): (u32, Handle)) -> Option<Box<Chunk>> {
+    /// Frees a run; returns how many chunks that destroyed.
+    fn free(classes: &SizeClasses, lists: &mut ChunkLists, (id, h): (u32, Handle)) -> usize {
         lists.get_mut(id).free_run(classes, h);
-        lists.after_free(id)
+        lists.after_free(id).len()
     }
 
     #[test]
@@ -382,18 +437,18 @@ mod tests {
         held.push(run(&classes, &mut lists, 128)); // 100 %
         assert_eq!(lists.list_of(id), Q100);
         // Falling: 75 % is q075's band.
-        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none());
+        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
         assert_eq!(lists.list_of(id), Q075);
         // 50 %: q050; then 37.5 %: q025.
-        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none());
+        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
         assert_eq!(lists.list_of(id), Q050);
-        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none());
+        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
         assert_eq!(lists.list_of(id), Q025);
-        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none());
+        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
         assert_eq!(lists.list_of(id), Q000);
         // Empty in q000: Netty destroys it; the arena keeps it as its one
         // empty chunk in reserve, in qInit.
-        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none());
+        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
         assert_eq!(lists.list_of(id), QINIT);
         assert_eq!(lists.len(), 1);
     }
@@ -404,7 +459,7 @@ mod tests {
         let mut c = new_chunk(&classes);
         let h = c.allocate_run(&classes, 1).unwrap();
         let id = lists.add(c);
-        assert!(free(&classes, &mut lists, (id, h)).is_none());
+        assert!(free(&classes, &mut lists, (id, h)) == 0);
         assert_eq!(lists.list_of(id), QINIT);
         assert_eq!(lists.get(id).usage(), 0);
         assert_eq!(lists.len(), 1);
@@ -440,38 +495,72 @@ mod tests {
         assert_eq!(id, ids[1]);
     }
 
+    /// Frees a run at time `now`; returns how many chunks that destroyed.
+    fn free_at(classes: &SizeClasses, lists: &mut ChunkLists, (id, h): (u32, Handle), now: Instant) -> usize {
+        lists.get_mut(id).free_run(classes, h);
+        lists.after_free_at(id, || now).len()
+    }
+
+    fn one_page_runs(classes: &SizeClasses, lists: &mut ChunkLists, chunks: usize) -> Vec<(u32, Handle)> {
+        (0..chunks)
+            .map(|_| {
+                let mut c = new_chunk(classes);
+                let h = c.allocate_run(classes, 1).unwrap();
+                (lists.add(c), h)
+            })
+            .collect()
+    }
+
     #[test]
-    fn only_one_empty_chunk_is_kept_in_reserve() {
+    fn emptied_chunks_are_kept_for_reuse_until_trim() {
         let (classes, mut lists) = setup();
-        let mut held = Vec::new();
-        for _ in 0..3 {
-            let mut c = new_chunk(&classes);
-            let h = c.allocate_run(&classes, 1).unwrap();
-            held.push((lists.add(c), h));
+        let held = one_page_runs(&classes, &mut lists, 3);
+        for run in held {
+            assert_eq!(free(&classes, &mut lists, run), 0);
         }
-        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_none(), "the first to empty is the reserve");
-        assert!(free(&classes, &mut lists, held.pop().unwrap()).is_some(), "a second empty chunk goes");
-        let (id, h) = held.pop().unwrap();
-        assert!(free(&classes, &mut lists, (id, h)).is_some());
-        assert_eq!(lists.len(), 1);
-        assert_eq!(lists.remove_empty().len(), 1, "trim takes the reserve too");
+        assert_eq!(lists.len(), 3);
+        // A kept chunk serves the next request before any new chunk is made.
+        let (id, h) = run(&classes, &mut lists, 1);
+        assert!(lists.get(id).usage() > 0);
+        assert_eq!(free(&classes, &mut lists, (id, h)), 0);
+        assert_eq!(lists.remove_empty().len(), 3, "trim takes every empty chunk");
         assert_eq!(lists.len(), 0);
+    }
+
+    #[test]
+    fn empty_chunks_decay_but_the_reserve_stays() {
+        let (classes, mut lists) = setup();
+        let held = one_page_runs(&classes, &mut lists, 4);
+        let t0 = Instant::now();
+        assert_eq!(free_at(&classes, &mut lists, held[0], t0), 0);
+        assert_eq!(free_at(&classes, &mut lists, held[1], t0 + Duration::from_millis(10)), 0);
+        // Within the decay time nothing goes.
+        assert_eq!(free_at(&classes, &mut lists, held[2], t0 + EMPTY_CHUNK_DECAY / 2), 0);
+        assert_eq!(lists.len(), 4);
+        // Later, the two oldest have expired; the newest of the kept ones is
+        // the reserve (EMPTY_RESERVE = 1) and stays.
+        let later = t0 + EMPTY_CHUNK_DECAY + Duration::from_millis(20);
+        assert_eq!(free_at(&classes, &mut lists, held[3], later), 2);
+        assert_eq!(lists.len(), 2);
+        assert_eq!(lists.empty_chunks, 2);
     }
 
     #[test]
     fn slots_are_reused_after_a_chunk_is_destroyed() {
         let (classes, mut lists) = setup();
         let mut held = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let mut c = new_chunk(&classes);
             let h = c.allocate_run(&classes, 200).unwrap(); // 39 %: q000
             held.push((lists.add(c), h));
         }
-        assert!(free(&classes, &mut lists, held[0]).is_none(), "the reserve");
-        let (id, h) = held[1];
-        assert_eq!(lists.list_of(id), Q000);
-        assert!(free(&classes, &mut lists, (id, h)).is_some(), "beyond the reserve: destroyed");
+        assert_eq!(lists.list_of(held[0].0), Q000);
+        let t0 = Instant::now();
+        assert_eq!(free_at(&classes, &mut lists, held[0], t0), 0, "kept");
+        assert_eq!(free_at(&classes, &mut lists, held[1], t0 + Duration::from_millis(1)), 0, "kept");
+        // After the decay time the oldest goes (the newer one is the reserve).
+        assert_eq!(free_at(&classes, &mut lists, held[2], t0 + 2 * EMPTY_CHUNK_DECAY), 1);
         let id2 = lists.add(new_chunk(&classes));
-        assert_eq!(id2, id);
+        assert_eq!(id2, held[0].0);
     }
 }

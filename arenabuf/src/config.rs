@@ -18,6 +18,9 @@ pub(crate) const DEFAULT_MAX_ORDER: u32 = 9;
 const DEFAULT_SMALL_CACHE_SIZE: usize = 256;
 const DEFAULT_NORMAL_CACHE_SIZE: usize = 64;
 const DEFAULT_MAX_CACHED_BUFFER_CAPACITY: usize = 32 * 1024;
+/// Bytes a thread may keep cached per class above the max cached buffer
+/// capacity: 16 regions of 64 KiB, one of 1 MiB, none of 2 MiB and up.
+const DEFAULT_LARGE_CACHE_BYTES: usize = 1 << 20;
 const DEFAULT_CACHE_TRIM_INTERVAL: u32 = 8192;
 /// The largest per-class cache: enough for any realistic burst, small enough
 /// that a cache can never hold more than a few chunks' worth of one class.
@@ -35,6 +38,7 @@ pub(crate) struct Config {
     pub(crate) small_cache_size: usize,
     pub(crate) normal_cache_size: usize,
     pub(crate) max_cached_buffer_capacity: usize,
+    pub(crate) large_cache_bytes: usize,
     pub(crate) cache_trim_interval: u32,
     pub(crate) cache_trim_interval_millis: u64,
     pub(crate) use_cache_for_all_threads: bool,
@@ -72,6 +76,7 @@ pub struct Builder {
     small_cache_size: Option<usize>,
     normal_cache_size: Option<usize>,
     max_cached_buffer_capacity: Option<usize>,
+    large_cache_bytes: Option<usize>,
     cache_trim_interval: Option<u32>,
     cache_trim_interval_millis: Option<u64>,
     use_cache_for_all_threads: Option<bool>,
@@ -92,6 +97,7 @@ impl fmt::Debug for Builder {
             .field("small_cache_size", &self.small_cache_size)
             .field("normal_cache_size", &self.normal_cache_size)
             .field("max_cached_buffer_capacity", &self.max_cached_buffer_capacity)
+            .field("large_cache_bytes", &self.large_cache_bytes)
             .field("cache_trim_interval", &self.cache_trim_interval)
             .field("cache_trim_interval_millis", &self.cache_trim_interval_millis)
             .field("use_cache_for_all_threads", &self.use_cache_for_all_threads)
@@ -126,6 +132,7 @@ impl Builder {
             small_cache_size: None,
             normal_cache_size: None,
             max_cached_buffer_capacity: None,
+            large_cache_bytes: None,
             cache_trim_interval: None,
             cache_trim_interval_millis: None,
             use_cache_for_all_threads: None,
@@ -240,6 +247,23 @@ impl Builder {
         /// # Ok::<(), arenabuf::ConfigError>(())
         /// ```
         max_cached_buffer_capacity: usize
+    );
+    setter!(
+        /// Bytes a thread may keep cached in each normal class above
+        /// [`max_cached_buffer_capacity`](Self::max_cached_buffer_capacity)
+        /// (`ARENABUF_LARGE_CACHE_BYTES`), default 1 MiB: a class of size
+        /// `s` keeps up to `large_cache_bytes / s` regions (at most
+        /// `normal_cache_size`), so 64 KiB buffers keep 16 and 1 MiB buffers
+        /// one, and classes larger than this are not cached. 0 caches nothing
+        /// above `max_cached_buffer_capacity`, as Netty does. Allowed: any.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().large_cache_bytes(0).build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        large_cache_bytes: usize
     );
     setter!(
         /// Cache lookups between two trims of a thread's cache
@@ -384,6 +408,12 @@ impl Builder {
                 "ARENABUF_MAX_CACHED_BUFFER_CAPACITY",
                 DEFAULT_MAX_CACHED_BUFFER_CAPACITY,
             )?,
+            large_cache_bytes: pick(
+                self.large_cache_bytes,
+                env,
+                "ARENABUF_LARGE_CACHE_BYTES",
+                DEFAULT_LARGE_CACHE_BYTES,
+            )?,
             cache_trim_interval: pick(
                 self.cache_trim_interval,
                 env,
@@ -511,6 +541,7 @@ mod tests {
         assert_eq!((c.page_size, c.max_order), (8192, 9));
         assert_eq!((c.small_cache_size, c.normal_cache_size), (256, 64));
         assert_eq!(c.max_cached_buffer_capacity, 32 * 1024);
+        assert_eq!(c.large_cache_bytes, 1 << 20);
         assert_eq!((c.cache_trim_interval, c.cache_trim_interval_millis), (8192, 0));
         assert_eq!(c.idle_trim_millis, 0, "idle trim is off by default");
         assert!(c.use_cache_for_all_threads);

@@ -45,6 +45,7 @@ use crate::allocator::Pool;
 use crate::arena::{Arena, PooledRegion};
 use crate::cache_registry::CacheTally;
 use crate::chunk::Handle;
+use crate::config::Config;
 use crate::error::AllocError;
 use crate::leak::{self, LeakLevel, LeakTracker};
 use crate::memory::{MemoryKind, RawMemory};
@@ -56,6 +57,9 @@ use crate::thread_local;
 const OWNER_BIAS: usize = 1 << (usize::BITS - 2);
 /// Regions other threads can queue for one cache before releasing to arenas.
 const REMOTE_QUEUE_CAPACITY: usize = 1024;
+/// Bytes of one kind other threads can queue for one cache: beyond what its
+/// stacks could keep, queued regions would only be freed later, in bulk.
+const REMOTE_QUEUE_BYTES: u64 = 4 << 20;
 /// With a time-based trim, the clock is checked every this many lookups.
 const CLOCK_CHECK_EVERY: u32 = 256;
 
@@ -100,6 +104,9 @@ pub(crate) struct CacheShared {
     pool: Arc<Pool>,
     /// The bound arena per kind (heap, direct), `None` without arenas.
     arenas: [Option<NonNull<Arena>>; 2],
+    /// Per class: whether the owner caches it. Other threads queue only
+    /// regions the owner will keep; the rest go straight to their arenas.
+    cached: Box<[bool]>,
     remote: ArrayQueue<RemoteRegion>,
     /// Set when the owner thread has exited: releases then go to arenas.
     closed: AtomicBool,
@@ -148,15 +155,18 @@ impl CacheShared {
     }
 
     /// Queues a region released on another thread; false when the queue is
-    /// full. The bytes are counted as queued before the push, so that the
-    /// owner's pop never sees them uncounted.
+    /// full, or holds [`REMOTE_QUEUE_BYTES`] of the region's kind already.
+    /// The bytes are counted as queued before the push, so that the owner's
+    /// pop never sees them uncounted.
     fn push_remote(&self, region: RemoteRegion) -> bool {
         // SAFETY: the region's buffer is being released: its arena is alive.
         let (kind, bytes) = unsafe { region.kind_and_size() };
-        self.tally.count_queued(kind, bytes, true);
+        if !self.tally.try_count_queued(kind, bytes, REMOTE_QUEUE_BYTES) {
+            return false;
+        }
         let pushed = self.remote.push(region).is_ok();
         if !pushed {
-            self.tally.count_queued(kind, bytes, false);
+            self.tally.uncount_queued(kind, bytes);
         }
         pushed
     }
@@ -166,7 +176,7 @@ impl CacheShared {
         let region = self.remote.pop()?;
         // SAFETY: queued regions belong to this cache's pool, alive through it.
         let (kind, bytes) = unsafe { region.kind_and_size() };
-        self.tally.count_queued(kind, bytes, false);
+        self.tally.uncount_queued(kind, bytes);
         Some(region)
     }
 }
@@ -409,12 +419,12 @@ impl Allocation {
         let arena_ptr = NonNull::from(arena);
         match arena.size_classes().index_of(size) {
             Some(idx) => {
-                let region = arena.allocate(idx)?;
+                let region = pool.within_limit(|| arena.allocate(idx))?;
                 let detached = Detached::Uncached { arena: arena_ptr, pool };
                 Ok(Allocation::from_detached(region.ptr, arena.kind(), detached, Some(region)))
             }
             None => {
-                let memory = arena.allocate_huge(size)?;
+                let memory = pool.within_limit(|| arena.allocate_huge(size))?;
                 let detached = Detached::Huge { arena: arena_ptr, memory, owner: HugeOwner::Pool(pool) };
                 Ok(Allocation::from_huge(arena.kind(), detached))
             }
@@ -573,7 +583,9 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
         return;
     }
     if let Some(region) = region {
-        let queued = !shared.closed.load(Ordering::Acquire) && shared.push_remote(region);
+        let queued = shared.cached[region.region.size_idx as usize]
+            && !shared.closed.load(Ordering::Acquire)
+            && shared.push_remote(region);
         if !queued {
             // SAFETY: the pool is alive through `shared`.
             unsafe { region.free_to_arena() };
@@ -738,38 +750,37 @@ fn kind_index(kind: MemoryKind) -> usize {
     }
 }
 
+/// How many regions of class `idx` a thread cache keeps: Netty's counts up
+/// to the max cached buffer capacity (powers of two), then what the large
+/// cache budget allows, up to the normal count.
+fn stack_capacity(config: &Config, classes: &SizeClasses, idx: usize) -> u32 {
+    let count = if classes.is_small(idx) { config.small_cache_size } else { config.normal_cache_size };
+    // 0 means "not cached" (0.next_power_of_two() would be 1).
+    let count = if count == 0 { 0 } else { count.checked_next_power_of_two().unwrap_or(0) };
+    let size = classes.size_of(idx);
+    let count = if classes.is_small(idx) || size <= config.max_cached_buffer_capacity {
+        count
+    } else {
+        count.min(config.large_cache_bytes / size)
+    };
+    count as u32
+}
+
 impl ThreadCache {
     /// A cache bound to the pool's least-used arenas; with `caching` false it
     /// is bound but keeps no regions.
     pub(crate) fn new(pool: &Arc<Pool>, caching: bool) -> ThreadCache {
         let config = pool.config();
         let classes = pool.size_classes().clone();
-        let cached_limit = config.max_cached_buffer_capacity.min(classes.chunk_size());
-        let ring_capacity = |idx: usize| {
-            let size = if classes.is_small(idx) { config.small_cache_size } else { config.normal_cache_size };
-            // 0 means "not cached" (0.next_power_of_two() would be 1).
-            if size == 0 {
-                0
-            } else {
-                size.checked_next_power_of_two().unwrap_or(0)
-            }
-        };
-        let cached_classes = if caching {
-            (0..classes.num_classes())
-                .take_while(|&idx| classes.is_small(idx) || classes.size_of(idx) <= cached_limit)
-                .count()
-        } else {
-            0
-        };
+        let capacities: Box<[u32]> = (0..classes.num_classes())
+            .map(|idx| if caching { stack_capacity(config, &classes, idx) } else { 0 })
+            .collect();
         let kind_cache = |kind| {
             let arena = pool.bind_least_used(kind);
             // A stack for every class (capacity 0 where nothing is cached), so
             // that the hot path indexes without a bounds check.
             let stacks = (0..classes.num_classes())
-                .map(|idx| {
-                    let capacity = if idx < cached_classes && arena.is_some() { ring_capacity(idx) } else { 0 };
-                    Stack::new(capacity, classes.size_of(idx))
-                })
+                .map(|idx| Stack::new(if arena.is_some() { capacities[idx] as usize } else { 0 }, classes.size_of(idx)))
                 .collect();
             KindCache { arena: arena.map(NonNull::from), stacks }
         };
@@ -778,6 +789,7 @@ impl ThreadCache {
         let shared = Box::new(CacheShared {
             pool: pool.clone(),
             arenas: [kinds[0].arena, kinds[1].arena],
+            cached: capacities.iter().map(|&capacity| capacity > 0).collect(),
             remote: ArrayQueue::new(REMOTE_QUEUE_CAPACITY),
             closed: AtomicBool::new(false),
             outstanding: CachePadded::new(AtomicUsize::new(OWNER_BIAS)),
@@ -892,7 +904,7 @@ impl ThreadCache {
             return Pool::allocate_unpooled(&self.shared().pool, kind, size);
         };
         let Some(idx) = self.classes.index_of(size) else {
-            let memory = arena.allocate_huge(size)?;
+            let memory = self.shared().pool.within_limit(|| arena.allocate_huge(size))?;
             let detached = Detached::Huge { arena: NonNull::from(arena), memory, owner: HugeOwner::Cache(self.shared) };
             self.local_out += 1;
             return Ok(Allocation::from_huge(kind, detached));
@@ -906,7 +918,7 @@ impl ThreadCache {
             }
         }
         let arena = self.kinds[k].arena().expect("checked above");
-        let region = arena.allocate(idx)?;
+        let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
         self.local_out += 1;
         let entry = CachedRegion { ptr: region.ptr, handle: region.handle, chunk: region.chunk };
         Ok(Allocation::cached(kind, entry, idx, self.shared))

@@ -104,13 +104,42 @@ fn cache_sizes_of_zero_cache_nothing() {
 }
 
 #[test]
-fn classes_above_the_cached_limit_are_not_cached() {
-    let alloc = PooledAllocator::builder().direct_arenas(1).build().unwrap();
+fn without_a_large_cache_classes_above_the_cached_limit_are_not_cached() {
+    let alloc = PooledAllocator::builder().direct_arenas(1).large_cache_bytes(0).build().unwrap();
     drop(alloc.direct_buffer(64 * 1024)); // above the 32 KiB default
     drop(alloc.direct_buffer(32 * 1024));
     let arena = direct_arena(&alloc);
     assert_eq!(arena.num_normal_deallocations(), 1);
     assert_eq!(arena.num_active_allocations(), 1);
+}
+
+#[test]
+fn classes_above_the_cached_limit_keep_what_the_large_cache_budget_allows() {
+    // 1 MiB of budget: 16 regions of 64 KiB, one of 1 MiB, none of 2 MiB.
+    let alloc = PooledAllocator::builder().direct_arenas(1).build().unwrap();
+    for (size, kept) in [(64 << 10, 16), (1 << 20, 1), (2 << 20, 0)] {
+        let before = direct_arena(&alloc).num_normal_deallocations();
+        let bufs: Vec<ByteBuf> = (0..20).map(|_| alloc.direct_buffer(size)).collect();
+        drop(bufs);
+        let freed = direct_arena(&alloc).num_normal_deallocations() - before;
+        assert_eq!(freed, 20 - kept, "{size}-byte buffers: {kept} kept");
+    }
+}
+
+#[test]
+fn releases_on_other_threads_queue_only_what_the_owner_would_keep() {
+    let alloc = PooledAllocator::builder().direct_arenas(1).build().unwrap();
+    // 2 MiB buffers are not cached: released elsewhere, they go straight
+    // back to the arena.
+    let big: Vec<ByteBuf> = (0..3).map(|_| alloc.direct_buffer(2 << 20)).collect();
+    thread::spawn(move || drop(big)).join().unwrap();
+    assert_eq!(direct_arena(&alloc).num_normal_deallocations(), 3);
+    // 1 MiB buffers are cached, but the queue takes at most 4 MiB of them.
+    let mib: Vec<ByteBuf> = (0..8).map(|_| alloc.direct_buffer(1 << 20)).collect();
+    thread::spawn(move || drop(mib)).join().unwrap();
+    assert_eq!(direct_arena(&alloc).num_normal_deallocations(), 3 + 4);
+    alloc.trim(); // gives back the four queued for the owner
+    assert_eq!(direct_arena(&alloc).num_normal_deallocations(), 3 + 8);
 }
 
 #[test]
@@ -193,6 +222,27 @@ fn the_direct_memory_limit_fails_cleanly_and_the_pool_keeps_working() {
     let more: Vec<ByteBuf> = (0..3).map(|_| alloc.direct_buffer(1 << 20)).collect();
     assert_eq!(alloc.metric().used_direct_memory(), 4 << 20);
     drop((first, more));
+}
+
+#[test]
+fn empty_chunks_kept_for_reuse_give_way_to_the_direct_memory_limit() {
+    // Two arenas, room for two chunks. A thread bound to the second arena
+    // fills and empties a chunk, which its arena keeps for reuse; the first
+    // arena then needs two chunks of its own.
+    let alloc = PooledAllocator::builder().direct_arenas(2).max_direct_memory(8 << 20).build().unwrap();
+    drop(alloc.direct_buffer(8)); // this thread binds to the first arena
+    let other = alloc.clone();
+    thread::spawn(move || drop(other.direct_buffer(3 << 20))).join().unwrap();
+    assert_eq!(
+        alloc.metric().direct_arenas()[1].chunk_lists().iter().map(|l| l.chunks().len()).sum::<usize>(),
+        1,
+        "the emptied chunk is kept"
+    );
+    let bufs: Vec<ByteBuf> = (0..2).map(|_| alloc.direct_buffer(3 << 20)).collect();
+    let arenas = alloc.metric().direct_arenas().to_vec();
+    let chunks = |a: &arenabuf::ArenaMetric| a.chunk_lists().iter().map(|l| l.chunks().len()).sum::<usize>();
+    assert_eq!((chunks(&arenas[0]), chunks(&arenas[1])), (2, 0), "the kept chunk made room");
+    drop(bufs);
 }
 
 #[test]

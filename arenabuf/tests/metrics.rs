@@ -3,8 +3,10 @@
 
 use arenabuf::{ByteBuf, PooledAllocator, RunState};
 
+/// One heap arena whose thread caches keep no normal class above 32 KiB
+/// (Netty's rule), so that dropping such a buffer reaches the arena.
 fn one_heap_arena() -> PooledAllocator {
-    PooledAllocator::builder().heap_arenas(1).direct_arenas(0).build().unwrap()
+    PooledAllocator::builder().heap_arenas(1).direct_arenas(0).large_cache_bytes(0).build().unwrap()
 }
 
 fn heap_arena(alloc: &PooledAllocator) -> arenabuf::ArenaMetric {
@@ -143,19 +145,21 @@ fn used_memory_falls_back_after_a_burst_and_trim() {
 }
 
 #[test]
-fn chunks_that_empty_beyond_one_in_reserve_are_given_back() {
+fn empty_chunks_are_kept_for_a_second_and_then_given_back() {
     let alloc = one_heap_arena();
-    // Two chunks in qInit (each 12.5 % used), then both emptied.
-    let a = alloc.heap_buffer(512 << 10);
-    let fill = alloc.heap_buffer((4 << 20) - (512 << 10));
-    let b = alloc.heap_buffer(512 << 10);
-    drop(fill); // the first chunk falls back into qInit's band
-    assert_eq!(heap_arena(&alloc).num_active_chunks(), 2);
-    drop(a);
-    drop(b);
+    // Three whole-chunk buffers, two of them dropped: their chunks are kept.
+    let mut bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(4 << 20)).collect();
+    bufs.truncate(1);
     let arena = heap_arena(&alloc);
-    assert_eq!(arena.num_active_chunks(), 1, "one empty chunk kept in reserve");
-    assert_eq!(arena.num_chunks_destroyed(), 1);
+    assert_eq!((arena.num_active_chunks(), arena.num_chunks_destroyed()), (3, 0), "both emptied chunks kept");
+    // Once they have been empty for longer than the decay time, the next
+    // chunk to empty unmaps them, but the newest, kept as the reserve.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    drop(bufs);
+    let arena = heap_arena(&alloc);
+    assert_eq!((arena.num_active_chunks(), arena.num_chunks_destroyed()), (2, 1));
+    alloc.trim();
+    assert_eq!(heap_arena(&alloc).num_active_chunks(), 0, "trim takes every empty chunk");
 }
 
 #[test]
@@ -209,8 +213,14 @@ fn dump_stats_lists_arenas_chunks_and_subpages() {
 
 #[test]
 fn the_idle_time_trim_gives_memory_back_in_the_background() {
-    let alloc = PooledAllocator::builder().heap_arenas(1).direct_arenas(0).idle_trim_millis(10).build().unwrap();
-    let off = PooledAllocator::builder().heap_arenas(1).direct_arenas(0).build().unwrap();
+    let alloc = PooledAllocator::builder()
+        .heap_arenas(1)
+        .direct_arenas(0)
+        .large_cache_bytes(0)
+        .idle_trim_millis(10)
+        .build()
+        .unwrap();
+    let off = one_heap_arena();
     for pool in [&alloc, &off] {
         // 256 KiB is above the cached limit: it goes straight back, and the
         // chunk, empty in qInit, is kept as the arena's reserve.
