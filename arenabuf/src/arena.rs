@@ -521,7 +521,7 @@ mod tests {
         /// overlap, lie inside their chunk, hold their bytes, and every
         /// counter and free-byte figure matches.
         #[test]
-        fn arena_matches_a_model(ops in proptest::collection::vec(op(), 1..if crate::test_config::SMALL { 40 } else { 300 })) {
+        fn arena_matches_a_model(ops in proptest::collection::vec(op(), 1..if crate::test_config::SMALL { 24 } else { 300 })) {
             let a = arena(MemoryKind::Direct, None);
             let classes = crate::test_config::classes();
             let mut live: Vec<Live> = Vec::new();
