@@ -178,6 +178,9 @@ impl Pool {
     /// regions queued for caches, trims the calling thread's cache, and
     /// gives empty subpages and chunks back.
     pub(crate) fn trim(&self) {
+        // Regions this thread released for other caches go out first, so
+        // that the queues emptied below hold them.
+        thread_local::send_outbox();
         self.cache_registry.trim_all();
         thread_local::with_existing_cache(self.id, |cache| cache.trim_all());
         for arena in self.heap_arenas.iter().chain(self.direct_arenas.iter()) {
@@ -535,6 +538,7 @@ impl PooledAllocator {
     /// assert!(alloc.trim_current_thread_cache());
     /// ```
     pub fn trim_current_thread_cache(&self) -> bool {
+        thread_local::send_outbox();
         thread_local::with_existing_cache(self.pool().id(), |cache| cache.trim()).is_some()
     }
 

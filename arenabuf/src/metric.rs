@@ -112,9 +112,11 @@ impl AllocatorMetric {
 
     /// Bytes of heap memory reserved by live buffers: the class size of each
     /// live pooled buffer plus the size of each live huge or unpooled one.
-    /// Regions parked in thread caches or on their way back to one are not
-    /// pinned (Netty's definition). While buffers live,
-    /// `capacity <= pinned <= used`.
+    /// Regions parked in thread caches or queued for one are not pinned
+    /// (Netty's definition); regions released on a thread other than their
+    /// owner's count as pinned until that thread sends them on, in batches
+    /// of at most 64 regions or 1 MiB (or when it trims or exits). While
+    /// buffers live, `capacity <= pinned <= used`.
     ///
     /// # Examples
     ///

@@ -55,8 +55,12 @@ use crate::thread_local;
 
 /// `outstanding`'s starting value: stands for the live owner thread.
 const OWNER_BIAS: usize = 1 << (usize::BITS - 2);
-/// Regions other threads can queue for one cache before releasing to arenas.
-const REMOTE_QUEUE_CAPACITY: usize = 1024;
+/// Batches other threads can queue for one cache before releasing to arenas.
+const REMOTE_QUEUE_BATCHES: usize = 64;
+/// Regions per batch a releasing thread sends to another thread's cache.
+const OUTBOX_REGIONS: usize = 64;
+/// A batch goes out once its regions add up to this many bytes.
+const OUTBOX_BYTES: u64 = 1 << 20;
 /// Bytes of one kind other threads can queue for one cache: beyond what its
 /// stacks could keep, queued regions would only be freed later, in bulk.
 const REMOTE_QUEUE_BYTES: u64 = 4 << 20;
@@ -99,6 +103,21 @@ impl RemoteRegion {
     }
 }
 
+/// Regions on their way back to one cache, sent together.
+type RemoteBatch = Vec<RemoteRegion>;
+
+/// Bytes of heap and of direct memory in `batch`, for the cache's tally.
+fn batch_bytes(batch: &[RemoteRegion]) -> [(MemoryKind, u64); 2] {
+    let mut bytes = [(MemoryKind::Heap, 0), (MemoryKind::Direct, 0)];
+    for region in batch {
+        // SAFETY: the batch's regions belong to a pool kept alive by the
+        // cache they are sent to (or by the buffers they came from).
+        let (kind, size) = unsafe { region.kind_and_size() };
+        bytes[kind_index(kind)].1 += size;
+    }
+    bytes
+}
+
 /// The part of a thread cache that other threads reach.
 pub(crate) struct CacheShared {
     pool: Arc<Pool>,
@@ -107,7 +126,7 @@ pub(crate) struct CacheShared {
     /// Per class: whether the owner caches it. Other threads queue only
     /// regions the owner will keep; the rest go straight to their arenas.
     cached: Box<[bool]>,
-    remote: ArrayQueue<RemoteRegion>,
+    remote: ArrayQueue<RemoteBatch>,
     /// Set when the owner thread has exited: releases then go to arenas.
     closed: AtomicBool,
     /// See the module docs. On its own cache line: releasing threads write
@@ -148,36 +167,55 @@ impl CacheShared {
         }
         // SAFETY: by this function's contract we are the last user.
         let shared = unsafe { Box::from_raw(this.as_ptr()) };
-        while let Some(region) = shared.remote.pop() {
-            // SAFETY: `shared.pool` keeps every arena of the pool alive.
-            unsafe { region.free_to_arena() };
+        while let Some(batch) = shared.remote.pop() {
+            for region in batch {
+                // SAFETY: `shared.pool` keeps every arena of the pool alive.
+                unsafe { region.free_to_arena() };
+            }
         }
     }
 
-    /// Queues a region released on another thread; false when the queue is
-    /// full, or holds [`REMOTE_QUEUE_BYTES`] of the region's kind already.
-    /// The bytes are counted as queued before the push, so that the owner's
-    /// pop never sees them uncounted.
-    fn push_remote(&self, region: RemoteRegion) -> bool {
-        // SAFETY: the region's buffer is being released: its arena is alive.
-        let (kind, bytes) = unsafe { region.kind_and_size() };
-        if !self.tally.try_count_queued(kind, bytes, REMOTE_QUEUE_BYTES) {
-            return false;
+    /// Queues a batch of regions released on other threads; gives it back
+    /// when the queue is full, or would hold more than
+    /// [`REMOTE_QUEUE_BYTES`] of either kind. The bytes are counted as queued
+    /// before the push, so that the owner's pop never sees them uncounted.
+    fn push_remote(&self, batch: RemoteBatch) -> Result<(), RemoteBatch> {
+        let bytes = batch_bytes(&batch);
+        for (i, &(kind, size)) in bytes.iter().enumerate() {
+            if size > 0 && !self.tally.try_count_queued(kind, size, REMOTE_QUEUE_BYTES) {
+                for &(kind, size) in &bytes[..i] {
+                    self.tally.uncount_queued(kind, size);
+                }
+                return Err(batch);
+            }
         }
-        let pushed = self.remote.push(region).is_ok();
-        if !pushed {
-            self.tally.uncount_queued(kind, bytes);
-        }
-        pushed
+        self.remote.push(batch).inspect_err(|_| {
+            for (kind, size) in bytes {
+                self.tally.uncount_queued(kind, size);
+            }
+        })
     }
 
-    /// Takes a region from the remote queue, uncounting it.
-    fn pop_remote(&self) -> Option<RemoteRegion> {
-        let region = self.remote.pop()?;
-        // SAFETY: queued regions belong to this cache's pool, alive through it.
-        let (kind, bytes) = unsafe { region.kind_and_size() };
-        self.tally.uncount_queued(kind, bytes);
-        Some(region)
+    /// Takes a batch from the remote queue, uncounting it.
+    fn pop_remote(&self) -> Option<RemoteBatch> {
+        let batch = self.remote.pop()?;
+        for (kind, size) in batch_bytes(&batch) {
+            if size > 0 {
+                self.tally.uncount_queued(kind, size);
+            }
+        }
+        Some(batch)
+    }
+
+    /// Gives every queued region back to its arena.
+    fn free_queued(&self) {
+        while let Some(batch) = self.pop_remote() {
+            for region in batch {
+                // SAFETY: queued regions belong to this cache's pool, which
+                // the shared part keeps alive.
+                unsafe { region.free_to_arena() };
+            }
+        }
     }
 }
 
@@ -205,10 +243,7 @@ impl SharedRef {
         // SAFETY: the registry calls this under its lock, and the shared part
         // leaves the registry under that lock before it is freed (type docs).
         let shared = unsafe { self.0.as_ref() };
-        while let Some(region) = shared.pop_remote() {
-            // SAFETY: the pool is alive through the shared part.
-            unsafe { region.free_to_arena() };
-        }
+        shared.free_queued();
     }
 }
 
@@ -563,13 +598,13 @@ fn allocate_unbound(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(
 }
 
 /// Gives a region (or, for huge buffers, just the count) back to the cache
-/// that allocated it: into its stacks on the owner thread, through the queue
-/// from any other thread.
+/// that allocated it: into its stacks on the owner thread; from any other
+/// thread, through this thread's [`Outbox`] and the owner's queue.
 ///
 /// # Safety
 ///
 /// The caller's buffer is counted in `shared`'s outstanding buffers and this
-/// call ends that count.
+/// call ends that count (at once, or when the outbox sends the region).
 unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<RemoteRegion>) {
     // SAFETY: counted, so alive (this function's contract).
     let shared = unsafe { shared_ptr.as_ref() };
@@ -582,20 +617,117 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
     if on_owner.is_some() {
         return;
     }
-    if let Some(region) = region {
-        let queued = shared.cached[region.region.size_idx as usize]
-            && !shared.closed.load(Ordering::Acquire)
-            && shared.push_remote(region);
-        if !queued {
+    let batch = match region {
+        // A closed cache takes nothing more: its owner has exited.
+        Some(region) if shared.cached[region.region.size_idx as usize] && !shared.closed.load(Ordering::Acquire) => {
+            // SAFETY: counted, and the outbox ends the count when it sends.
+            let posted = thread_local::with_outbox(|outbox| unsafe { outbox.add(shared_ptr, region) });
+            if posted.is_some() {
+                return;
+            }
+            // The thread's outbox is gone (it is exiting): a batch of one.
+            vec![region]
+        }
+        Some(region) => {
+            // The owner does not keep the class, or has exited: straight to
+            // the arena.
             // SAFETY: the pool is alive through `shared`.
             unsafe { region.free_to_arena() };
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    // SAFETY: counted (this function's contract), ended here for the batch
+    // and for the caller's buffer.
+    unsafe { send_batch(shared_ptr, batch, 1) };
+}
+
+/// Queues `batch` for the cache whose shared part is `shared_ptr` (or frees
+/// it to its arenas when the cache is closed or its queue is full), then
+/// ends the count of `released` buffers, freeing the shared part when they
+/// were its last.
+///
+/// # Safety
+///
+/// `released` buffers of the batch's sender are counted in the shared
+/// part's outstanding buffers (so it is alive), and the batch's regions are
+/// theirs.
+unsafe fn send_batch(shared_ptr: NonNull<CacheShared>, batch: RemoteBatch, released: usize) {
+    // SAFETY: counted, so alive (this function's contract).
+    let shared = unsafe { shared_ptr.as_ref() };
+    if !batch.is_empty() {
+        let refused = if shared.closed.load(Ordering::Acquire) { Err(batch) } else { shared.push_remote(batch) };
+        if let Err(batch) = refused {
+            for region in batch {
+                // SAFETY: the pool is alive through `shared`.
+                unsafe { region.free_to_arena() };
+            }
         }
     }
-    if shared.outstanding.fetch_sub(1, Ordering::Release) == 1 {
+    if released > 0 && shared.outstanding.fetch_sub(released, Ordering::Release) == released {
         fence(Ordering::Acquire);
-        // SAFETY: the owner has exited (else the bias would remain) and this
-        // was the last buffer: nobody else can reach `shared`.
+        // SAFETY: the owner has exited (else the bias would remain) and these
+        // were the last buffers: nobody else can reach `shared`.
         unsafe { CacheShared::destroy(shared_ptr) };
+    }
+}
+
+/// Regions this thread released for another thread's cache, on their way to
+/// it. A release from a foreign thread then costs no atomic operation: the
+/// regions go out as one batch (one queue push, one update of the owner's
+/// counts) when [`OUTBOX_REGIONS`] of them or [`OUTBOX_BYTES`] have
+/// gathered, when the thread releases a region of another cache, when it
+/// trims, and when it exits. Until then the regions count as in use, so a
+/// thread that stops releasing holds at most one batch back.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    owner: Option<NonNull<CacheShared>>,
+    regions: RemoteBatch,
+    bytes: u64,
+}
+
+impl Outbox {
+    pub(crate) const fn new() -> Outbox {
+        Outbox { owner: None, regions: Vec::new(), bytes: 0 }
+    }
+
+    /// Adds a region released for the cache whose shared part is `owner`.
+    ///
+    /// # Safety
+    ///
+    /// The region's buffer is counted in `owner`'s outstanding buffers; the
+    /// outbox ends that count when it sends the region.
+    unsafe fn add(&mut self, owner: NonNull<CacheShared>, region: RemoteRegion) {
+        if self.owner != Some(owner) {
+            self.send();
+            self.owner = Some(owner);
+        }
+        if self.regions.capacity() == 0 {
+            self.regions.reserve_exact(OUTBOX_REGIONS);
+        }
+        // SAFETY: the region's buffer is being released: its arena is alive.
+        self.bytes += unsafe { region.kind_and_size() }.1;
+        self.regions.push(region);
+        if self.regions.len() >= OUTBOX_REGIONS || self.bytes >= OUTBOX_BYTES {
+            self.send();
+        }
+    }
+
+    /// Sends the regions gathered so far to their owner.
+    pub(crate) fn send(&mut self) {
+        let Some(owner) = self.owner.take() else { return };
+        let batch = std::mem::take(&mut self.regions);
+        let released = batch.len();
+        self.bytes = 0;
+        // SAFETY: each region's buffer is counted in `owner`'s outstanding
+        // buffers (`add`), and this call ends those counts.
+        unsafe { send_batch(owner, batch, released) };
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.send();
     }
 }
 
@@ -790,7 +922,7 @@ impl ThreadCache {
             pool: pool.clone(),
             arenas: [kinds[0].arena, kinds[1].arena],
             cached: capacities.iter().map(|&capacity| capacity > 0).collect(),
-            remote: ArrayQueue::new(REMOTE_QUEUE_CAPACITY),
+            remote: ArrayQueue::new(REMOTE_QUEUE_BATCHES),
             closed: AtomicBool::new(false),
             outstanding: CachePadded::new(AtomicUsize::new(OWNER_BIAS)),
             tally: tally.clone(),
@@ -911,7 +1043,7 @@ impl ThreadCache {
         };
         if self.kinds[k].stacks[idx].capacity > 0 {
             self.count_lookup();
-            if self.drain_remote() > 0 {
+            if self.drain_remote(k, idx) > 0 {
                 if let Some((region, _)) = self.take(kind, idx) {
                     return Ok(Allocation::cached(kind, region, idx, self.shared));
                 }
@@ -979,16 +1111,26 @@ impl ThreadCache {
         }
     }
 
-    /// Moves regions released on other threads into the stacks; returns how
-    /// many arrived.
-    fn drain_remote(&mut self) -> usize {
+    /// Moves regions released on other threads into the stacks, until the
+    /// stack of class `idx` of kind index `k` (the one a request missed) is
+    /// full or the queue is empty; returns how many arrived. What stays
+    /// queued serves the next miss: popping it all would free to the arena
+    /// whatever the stacks have no room for, only for the next misses to
+    /// allocate it there again.
+    fn drain_remote(&mut self, k: usize, idx: usize) -> usize {
         // SAFETY: as in `shared()`; a separate borrow so that `park` can
         // take `&mut self`.
         let shared = unsafe { self.shared.as_ref() };
         let mut count = 0;
-        while let Some(region) = shared.pop_remote() {
-            self.park(region);
-            count += 1;
+        while let Some(batch) = shared.pop_remote() {
+            count += batch.len();
+            for region in batch {
+                self.park(region);
+            }
+            let stack = &self.kinds[k].stacks[idx];
+            if stack.len() >= stack.capacity {
+                break;
+            }
         }
         count
     }
@@ -1047,11 +1189,7 @@ impl ThreadCache {
             }
         }
         self.publish_parked();
-        let shared = self.shared();
-        while let Some(region) = shared.pop_remote() {
-            // SAFETY: the pool is alive through the shared part.
-            unsafe { region.free_to_arena() };
-        }
+        self.shared().free_queued();
     }
 
     /// Recounts the bytes parked in the stacks and publishes them (a stack
@@ -1141,10 +1279,7 @@ impl Drop for ThreadCache {
             }
         }
         self.publish_parked();
-        while let Some(region) = shared.pop_remote() {
-            // SAFETY: the pool is alive through the shared part.
-            unsafe { region.free_to_arena() };
-        }
+        shared.free_queued();
         let settle = self.local_out.wrapping_sub(OWNER_BIAS);
         let before = shared.outstanding.fetch_add(settle, Ordering::AcqRel);
         if before.wrapping_add(settle) == 0 {
@@ -1198,7 +1333,12 @@ mod loom_models {
                 thread::spawn(move || {
                     let buf = alloc.heap_buffer(100);
                     let addr = buf.memory_address();
-                    let releaser = thread::spawn(move || drop(buf));
+                    let releaser = thread::spawn(move || {
+                        drop(buf);
+                        // Loom's `join` may return before the thread's
+                        // outbox is dropped: send it here.
+                        crate::thread_local::send_outbox();
+                    });
                     let racing = alloc.heap_buffer(100);
                     releaser.join().unwrap();
                     // The release has happened: the next request of the class

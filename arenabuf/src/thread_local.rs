@@ -16,7 +16,7 @@ use std::ptr::NonNull;
 
 use crate::allocator::Pool;
 use crate::sync::Arc;
-use crate::thread_cache::{CacheShared, CacheTable, ThreadCache};
+use crate::thread_cache::{CacheShared, CacheTable, Outbox, ThreadCache};
 
 /// The cache this thread used last.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,7 @@ impl Current {
 #[cfg(not(loom))]
 std::thread_local! {
     static CACHES: RefCell<CacheTable> = const { RefCell::new(CacheTable::new()) };
+    static OUTBOX: RefCell<Outbox> = const { RefCell::new(Outbox::new()) };
     static CURRENT: Cell<Current> = const { Cell::new(Current::NONE) };
     static OPTED_IN: Cell<bool> = const { Cell::new(false) };
 }
@@ -40,6 +41,7 @@ std::thread_local! {
 #[cfg(loom)]
 loom::thread_local! {
     static CACHES: RefCell<CacheTable> = RefCell::new(CacheTable::new());
+    static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::new());
     static CURRENT: Cell<Current> = Cell::new(Current::NONE);
     static OPTED_IN: Cell<bool> = Cell::new(false);
 }
@@ -136,6 +138,18 @@ pub(crate) fn with_cache_if<R>(
         })
         .ok()
         .flatten()
+}
+
+/// Runs `f` on the calling thread's outbox of regions released for other
+/// threads' caches; `None` when it is gone (the thread is exiting) or in use
+/// further up the stack.
+pub(crate) fn with_outbox<R>(f: impl FnOnce(&mut Outbox) -> R) -> Option<R> {
+    OUTBOX.try_with(|outbox| Some(f(&mut *outbox.try_borrow_mut().ok()?))).ok().flatten()
+}
+
+/// Sends the regions the calling thread released for other threads' caches.
+pub(crate) fn send_outbox() {
+    with_outbox(Outbox::send);
 }
 
 /// Runs `f` on the calling thread's existing cache for pool `id`, if any.

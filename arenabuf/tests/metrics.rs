@@ -248,7 +248,11 @@ fn trim_returns_regions_queued_for_an_idle_thread_at_once() {
             done_rx.recv().unwrap(); // idle: never drains its queue itself
         })
     };
-    drop(bufs_rx.recv().unwrap()); // released here: queued for the worker
+    // Released here: gathered in this thread's outbox, to be sent to the
+    // worker's queue as one batch; until then they count as pinned.
+    drop(bufs_rx.recv().unwrap());
+    assert_eq!(alloc.metric().pinned_heap_memory(), 50 * 2048);
+    assert!(!alloc.trim_current_thread_cache(), "this thread has no cache; its outbox is sent all the same");
     let metric = alloc.metric();
     assert_eq!(metric.heap_arenas()[0].num_active_allocations(), 50);
     assert_eq!(metric.pinned_heap_memory(), 0, "queued regions are not pinned");
