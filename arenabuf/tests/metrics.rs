@@ -244,17 +244,17 @@ fn trim_returns_regions_queued_for_an_idle_thread_at_once() {
     let worker = {
         let alloc = alloc.clone();
         std::thread::spawn(move || {
-            bufs_tx.send((0..50).map(|_| alloc.heap_buffer(2000)).collect()).unwrap();
+            bufs_tx.send((0..70).map(|_| alloc.heap_buffer(2000)).collect()).unwrap();
             done_rx.recv().unwrap(); // idle: never drains its queue itself
         })
     };
-    // Released here: gathered in this thread's outbox, to be sent to the
-    // worker's queue as one batch; until then they count as pinned.
+    // Released here: gathered in this thread's outbox and sent to the
+    // worker's queue in batches of 64; the 6 not sent yet count as pinned.
     drop(bufs_rx.recv().unwrap());
-    assert_eq!(alloc.metric().pinned_heap_memory(), 50 * 2048);
+    assert_eq!(alloc.metric().pinned_heap_memory(), 6 * 2048);
     assert!(!alloc.trim_current_thread_cache(), "this thread has no cache; its outbox is sent all the same");
     let metric = alloc.metric();
-    assert_eq!(metric.heap_arenas()[0].num_active_allocations(), 50);
+    assert_eq!(metric.heap_arenas()[0].num_active_allocations(), 70);
     assert_eq!(metric.pinned_heap_memory(), 0, "queued regions are not pinned");
     alloc.trim();
     let arena = heap_arena(&alloc);
