@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
-use crate::impls::{self, Arenabuf, BufAlloc, Bytes, Jemalloc, Mimalloc, System};
+use crate::impls::{self, Arenabuf, BufAlloc, Bytes, Floor, Jemalloc, Mimalloc, System};
 use crate::workloads::{self, Outcome, Size, XorShift, SEED};
 
 /// The workloads of BENCH_SPEC.
@@ -53,11 +53,16 @@ impl Workload {
 
 /// One implementation, ready to run any workload.
 pub trait Runner {
+    fn runs(&self, workload: Workload) -> bool;
     fn run(&self, workload: Workload, size: Size, threads: usize, ops: u64) -> Outcome;
     fn rss(&self) -> Vec<(String, f64, &'static str)>;
 }
 
 impl<A: BufAlloc> Runner for A {
+    fn runs(&self, workload: Workload) -> bool {
+        BufAlloc::runs(self, workload)
+    }
+
     fn run(&self, workload: Workload, size: Size, threads: usize, ops: u64) -> Outcome {
         match workload {
             Workload::Hot => workloads::hot(self, size, ops, false),
@@ -82,6 +87,7 @@ pub fn make(name: &str) -> Option<Box<dyn Runner>> {
         "bytesmut" => Box::new(Bytes),
         "mimalloc" => Box::new(Mimalloc),
         "jemalloc" => Box::new(Jemalloc),
+        "floor" => Box::new(Floor),
         _ => return None,
     })
 }
@@ -139,7 +145,7 @@ pub fn run(plan: &Plan) -> Vec<Row> {
                 // that a noisy moment hits them all alike.
                 for run in 0..=plan.runs {
                     eprint!("\r{} {} x{} run {run}/{}   ", workload.name(), size.label(), t, plan.runs);
-                    for (name, runner) in &runners {
+                    for (name, runner) in runners.iter().filter(|(_, r)| r.runs(workload)) {
                         let outcome = runner.run(workload, size, t, ops);
                         checksum = checksum.wrapping_add(outcome.checksum);
                         if run > 0 {
@@ -160,7 +166,7 @@ pub fn run(plan: &Plan) -> Vec<Row> {
 fn run_rss(impls: &[String]) -> Vec<Row> {
     let mut by_figure: BTreeMap<&'static str, BTreeMap<String, (f64, &'static str)>> = BTreeMap::new();
     let exe = std::env::current_exe().expect("own executable");
-    for name in impls {
+    for name in impls.iter().filter(|name| make(name).is_some_and(|r| r.runs(Workload::Rss))) {
         eprint!("\rrss {name}...            ");
         let out = Command::new(&exe).args(["rss-child", name]).output().expect("run rss child");
         if !out.status.success() {
@@ -275,7 +281,7 @@ pub fn ratio_to_best(row: &Row, name: &str) -> Option<f64> {
     let best = row
         .values
         .iter()
-        .filter(|(n, _)| !impls::is_arenabuf(n))
+        .filter(|(n, _)| impls::is_baseline(n))
         .map(|(_, (v, _))| *v)
         .filter(|v| v.is_finite())
         .min_by(f64::total_cmp)?;

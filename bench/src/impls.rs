@@ -8,12 +8,18 @@ use arenabuf::{ByteBuf, PooledAllocator};
 use bytes::BytesMut;
 
 /// Every implementation's name, in table order.
-pub const ALL: [&str; 7] =
-    ["arenabuf-direct", "arenabuf-heap", "arenabuf-nocache", "system", "bytesmut", "mimalloc", "jemalloc"];
+pub const ALL: [&str; 8] =
+    ["arenabuf-direct", "arenabuf-heap", "arenabuf-nocache", "system", "bytesmut", "mimalloc", "jemalloc", "floor"];
 
 /// Whether `name` is one of arenabuf's own configurations.
 pub fn is_arenabuf(name: &str) -> bool {
     name.starts_with("arenabuf")
+}
+
+/// Whether `name` competes for "best": the general-purpose allocators, not
+/// arenabuf itself nor the `floor` reference.
+pub fn is_baseline(name: &str) -> bool {
+    !is_arenabuf(name) && name != "floor"
 }
 
 /// A buffer allocator under test.
@@ -31,6 +37,11 @@ pub trait BufAlloc: Sync {
     /// The allocator's own used-memory figure, if it keeps one.
     fn pool_used(&self) -> Option<u64> {
         None
+    }
+    /// Whether the implementation can run `workload` (see [`Floor`]).
+    fn runs(&self, workload: crate::harness::Workload) -> bool {
+        let _ = workload;
+        true
     }
 }
 
@@ -211,3 +222,84 @@ c_allocator!(
         );
     }
 );
+
+/// Blocks of one thread's [`Floor`], per power-of-two class; freed when the
+/// thread exits.
+struct FloorLists([Vec<*mut u8>; 64]);
+
+impl FloorLists {
+    fn free_all(&mut self) {
+        for list in &mut self.0 {
+            for ptr in list.drain(..) {
+                // SAFETY: every listed block came from `libc::malloc` and is
+                // listed once.
+                unsafe { libc::free(ptr.cast()) };
+            }
+        }
+    }
+}
+
+impl Drop for FloorLists {
+    fn drop(&mut self) {
+        self.free_all();
+    }
+}
+
+std::thread_local! {
+    static FLOOR: std::cell::RefCell<FloorLists> =
+        const { std::cell::RefCell::new(FloorLists([const { Vec::new() }; 64])) };
+}
+
+/// A reference, not an allocator: what a buffer costs with no allocator
+/// work at all. Each thread keeps LIFO lists of power-of-two blocks (from
+/// `malloc` on a miss) and never gives them to another thread or back to the
+/// system until it exits, so it runs only the single-thread-per-buffer
+/// workloads (`hot`, `fill`, `window`, `window-mt`). A ratio to `floor` below
+/// a target means no allocator could meet that target on this machine.
+pub struct Floor;
+
+/// A [`Floor`] block and its class.
+pub struct FloorBuf {
+    ptr: *mut u8,
+    class: u32,
+}
+
+// SAFETY: the block is the buffer's alone; it only returns to the lists of
+// the thread that releases it.
+unsafe impl Send for FloorBuf {}
+
+impl BufAlloc for Floor {
+    type Buf = FloorBuf;
+
+    #[inline]
+    fn alloc(&self, size: usize) -> FloorBuf {
+        let class = size.max(16).next_power_of_two().trailing_zeros();
+        let reused = FLOOR.with(|lists| lists.borrow_mut().0[class as usize].pop());
+        let ptr = reused.unwrap_or_else(|| {
+            // SAFETY: malloc has no preconditions; null is checked.
+            let ptr = unsafe { libc::malloc(1 << class) }.cast::<u8>();
+            assert!(!ptr.is_null(), "floor out of memory");
+            ptr
+        });
+        FloorBuf { ptr, class }
+    }
+
+    #[inline]
+    fn ptr(buf: &mut FloorBuf) -> *mut u8 {
+        buf.ptr
+    }
+
+    #[inline]
+    fn release(&self, buf: FloorBuf) {
+        FLOOR.with(|lists| lists.borrow_mut().0[buf.class as usize].push(buf.ptr));
+    }
+
+    fn trim(&self) {
+        FLOOR.with(|lists| lists.borrow_mut().free_all());
+    }
+
+    fn runs(&self, workload: crate::harness::Workload) -> bool {
+        use crate::harness::Workload;
+        matches!(workload, Workload::Hot | Workload::Fill | Workload::Window | Workload::WindowMt)
+    }
+}
