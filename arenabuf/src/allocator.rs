@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use crate::arena::Arena;
-use crate::buf::ByteBuf;
+use crate::buf::{ByteBuf, MAX_CAPACITY};
 use crate::cache_registry::CacheRegistry;
 use crate::config::{Builder, Config};
 use crate::error::AllocError;
@@ -458,7 +458,8 @@ impl PooledAllocator {
     ///
     /// # Errors
     ///
-    /// [`AllocError::CapacityOverflow`] when `capacity > max_capacity`;
+    /// [`AllocError::CapacityOverflow`] when `capacity > max_capacity`
+    /// (`max_capacity` is capped at [`MAX_CAPACITY`], 4 GiB - 1);
     /// [`AllocError::OutOfMemory`] when the system refuses memory.
     ///
     /// # Examples
@@ -483,7 +484,8 @@ impl PooledAllocator {
     ///
     /// # Errors
     ///
-    /// [`AllocError::CapacityOverflow`] when `capacity > max_capacity`;
+    /// [`AllocError::CapacityOverflow`] when `capacity > max_capacity`
+    /// (`max_capacity` is capped at [`MAX_CAPACITY`], 4 GiB - 1);
     /// [`AllocError::DirectMemoryExhausted`] past the direct-memory limit
     /// ("failed to allocate N byte(s) of direct memory (used: U, max: M)");
     /// [`AllocError::OutOfMemory`] when the system refuses memory.
@@ -507,6 +509,7 @@ impl PooledAllocator {
     #[inline(always)]
     #[track_caller]
     fn try_buffer(&self, kind: MemoryKind, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
+        let max_capacity = max_capacity.min(MAX_CAPACITY);
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }

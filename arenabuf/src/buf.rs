@@ -181,19 +181,46 @@ fn shrinks_in_place(new_capacity: usize, room: usize) -> bool {
 /// ```
 pub struct ByteBuf {
     storage: Storage,
-    /// Byte 0 of this part: `storage`'s region start plus `offset`.
+    /// Byte 0 of this part, in `storage`'s region.
     ptr: NonNull<u8>,
-    /// Where this part starts in its region.
-    offset: usize,
-    capacity: usize,
+    // Indexes and sizes as `u32` (capacities are at most MAX_CAPACITY), so
+    // that a buffer is 64 bytes, one cache line: buffers are kept in
+    // slots, queues and maps by the thousand, and moved by value.
+    capacity: u32,
     /// Bytes from `ptr` this part may use without moving: its window.
-    room: usize,
+    room: u32,
     /// Bytes from `ptr` that read-only views may see; writing below this
     /// moves the part first (copy on write).
-    frozen: usize,
-    reader_index: usize,
-    writer_index: usize,
-    max_capacity: usize,
+    frozen: u32,
+    reader_index: u32,
+    writer_index: u32,
+    max_capacity: u32,
+}
+
+/// The largest capacity a buffer can have: 4 GiB - 1 (Netty's is 2 GiB - 1).
+/// A larger `max_capacity` asked of the allocator is capped to it.
+///
+/// # Examples
+///
+/// ```
+/// use arenabuf::{AllocError, PooledAllocator, MAX_CAPACITY};
+///
+/// let alloc = PooledAllocator::new();
+/// assert_eq!(alloc.try_heap_buffer(10, usize::MAX)?.max_capacity(), MAX_CAPACITY);
+/// assert_eq!(
+///     alloc.try_heap_buffer(MAX_CAPACITY + 1, usize::MAX).unwrap_err(),
+///     AllocError::CapacityOverflow { requested: MAX_CAPACITY + 1, max_capacity: MAX_CAPACITY }
+/// );
+/// # Ok::<(), AllocError>(())
+/// ```
+pub const MAX_CAPACITY: usize = u32::MAX as usize;
+
+/// An index or size of a buffer as stored: callers keep every index within
+/// the capacity and every capacity within [`MAX_CAPACITY`].
+#[inline(always)]
+fn to_index(n: usize) -> u32 {
+    debug_assert!(n <= MAX_CAPACITY, "buffer index {n} above MAX_CAPACITY");
+    n as u32
 }
 
 // SAFETY: a `ByteBuf` owns its window of the region exclusively (the only
@@ -216,15 +243,31 @@ impl ByteBuf {
         debug_assert!(room == allocation.len() && capacity <= room && capacity <= max_capacity);
         ByteBuf {
             ptr: allocation.ptr(),
-            offset: 0,
-            capacity,
-            room,
+            capacity: to_index(capacity),
+            room: to_index(room),
             frozen: 0,
             reader_index: 0,
             writer_index: 0,
-            max_capacity,
+            max_capacity: to_index(max_capacity),
             storage: Storage::Unique(allocation),
         }
+    }
+
+    /// Bytes from `ptr` this part may use without moving: its window.
+    #[inline]
+    fn room(&self) -> usize {
+        self.room as usize
+    }
+
+    /// Bytes from `ptr` that read-only views may see.
+    #[inline]
+    fn frozen(&self) -> usize {
+        self.frozen as usize
+    }
+
+    /// Where this part starts in its region.
+    fn offset(&self) -> usize {
+        self.ptr.as_ptr() as usize - self.allocation().ptr().as_ptr() as usize
     }
 
     /// The allocation behind the buffer (shared with other parts, if any).
@@ -242,7 +285,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity as usize
     }
 
     /// The capacity the buffer may grow to.
@@ -257,7 +300,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn max_capacity(&self) -> usize {
-        self.max_capacity
+        self.max_capacity as usize
     }
 
     /// Whether the memory is direct (mmap-backed) rather than heap.
@@ -326,7 +369,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn reader_index(&self) -> usize {
-        self.reader_index
+        self.reader_index as usize
     }
 
     /// The index of the next byte to write.
@@ -341,7 +384,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn writer_index(&self) -> usize {
-        self.writer_index
+        self.writer_index as usize
     }
 
     /// Sets the reader index.
@@ -378,8 +421,8 @@ impl ByteBuf {
     /// assert!(buf.try_set_reader_index(3).is_ok());
     /// ```
     pub fn try_set_reader_index(&mut self, index: usize) -> Result<(), IndexError> {
-        self.check(index, 0, 0, self.writer_index)?;
-        self.reader_index = index;
+        self.check(index, 0, 0, self.writer_index())?;
+        self.reader_index = to_index(index);
         Ok(())
     }
 
@@ -417,8 +460,8 @@ impl ByteBuf {
     /// assert!(buf.try_set_writer_index(8).is_ok());
     /// ```
     pub fn try_set_writer_index(&mut self, index: usize) -> Result<(), IndexError> {
-        self.check(index, 0, self.reader_index, self.capacity)?;
-        self.writer_index = index;
+        self.check(index, 0, self.reader_index(), self.capacity())?;
+        self.writer_index = to_index(index);
         Ok(())
     }
 
@@ -435,7 +478,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn readable_bytes(&self) -> usize {
-        self.writer_index - self.reader_index
+        self.writer_index() - self.reader_index()
     }
 
     /// The number of bytes writable without growing: `capacity - writer_index`.
@@ -450,7 +493,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn writable_bytes(&self) -> usize {
-        self.capacity - self.writer_index
+        self.capacity() - self.writer_index()
     }
 
     /// The number of bytes writable when growing up to the maximum capacity.
@@ -466,7 +509,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn max_writable_bytes(&self) -> usize {
-        self.max_capacity - self.writer_index
+        self.max_capacity() - self.writer_index()
     }
 
     /// The number of bytes writable without moving memory: up to the end of
@@ -485,7 +528,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn max_fast_writable_bytes(&self) -> usize {
-        self.room.min(self.max_capacity).saturating_sub(self.writer_index)
+        self.room().min(self.max_capacity()).saturating_sub(self.writer_index())
     }
 
     /// Sets both indexes to 0; the bytes stay as they are.
@@ -522,7 +565,7 @@ impl ByteBuf {
     /// assert_eq!((buf.reader_index(), buf.writer_index(), &buf[..]), (0, 2, &b"ef"[..]));
     /// ```
     pub fn discard_read_bytes(&mut self) {
-        let (reader, writer) = (self.reader_index, self.writer_index);
+        let (reader, writer) = (self.reader_index(), self.writer_index());
         if reader == 0 {
             return;
         }
@@ -530,7 +573,7 @@ impl ByteBuf {
             self.bytes_mut(0, writer).copy_within(reader..writer, 0);
         }
         self.reader_index = 0;
-        self.writer_index = writer - reader;
+        self.writer_index = to_index(writer - reader);
     }
 
     // ---- views of the bytes ----------------------------------------------
@@ -550,7 +593,7 @@ impl ByteBuf {
         // region (the storage keeps it alive), is initialised, and nobody
         // writes it while `self` is borrowed: other parts write only their
         // own windows, views never write.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.capacity) }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.capacity()) }
     }
 
     /// The whole capacity as a mutable slice.
@@ -570,7 +613,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.bytes_mut(0, self.capacity)
+        self.bytes_mut(0, self.capacity())
     }
 
     /// The readable bytes.
@@ -586,7 +629,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn readable(&self) -> &[u8] {
-        &self.as_slice()[self.reader_index..self.writer_index]
+        &self.as_slice()[self.reader_index()..self.writer_index()]
     }
 
     /// The readable bytes, mutably.
@@ -607,15 +650,15 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn readable_mut(&mut self) -> &mut [u8] {
-        self.bytes_mut(self.reader_index, self.writer_index)
+        self.bytes_mut(self.reader_index(), self.writer_index())
     }
 
     /// Bytes `start..end` of this part, mutably; moves the part first when a
     /// view may see any of them.
     #[inline]
     fn bytes_mut(&mut self, start: usize, end: usize) -> &mut [u8] {
-        debug_assert!(start <= end && end <= self.capacity);
-        if start < self.frozen && start < end {
+        debug_assert!(start <= end && end <= self.capacity());
+        if start < self.frozen() && start < end {
             self.unfreeze();
         }
         // SAFETY: `start..end` lies in this part's window of a live region
@@ -631,8 +674,8 @@ impl ByteBuf {
     #[cold]
     fn unfreeze(&mut self) {
         self.reclaim();
-        if self.frozen > 0 {
-            let capacity = self.capacity;
+        if self.frozen() > 0 {
+            let capacity = self.capacity();
             self.move_to_new_region(capacity).unwrap_or_else(|e| panic!("{e}"));
         }
     }
@@ -658,7 +701,7 @@ impl ByteBuf {
             unique => unique,
         });
         if let Some(len) = reclaimed_len {
-            self.room = len - self.offset;
+            self.room = to_index(len - self.offset());
             self.frozen = 0;
         }
     }
@@ -699,7 +742,7 @@ impl ByteBuf {
     /// Moves to a fresh region of at least `new_capacity` bytes from the same
     /// pool, copying bytes `0..writer_index` (the indexes must already fit).
     fn move_to_new_region(&mut self, new_capacity: usize) -> Result<(), AllocError> {
-        debug_assert!(self.writer_index <= new_capacity);
+        debug_assert!(self.writer_index() <= new_capacity);
         let mut allocation = self.storage.allocation().allocate_like(new_capacity)?;
         if let Storage::Unique(old) = &mut self.storage {
             // A tracked buffer stays tracked when it moves.
@@ -713,13 +756,12 @@ impl ByteBuf {
         // allocation.len()` of the new one); the old range is only read
         // (views may read it too), the new region is ours alone, and the two
         // regions are distinct because both are alive.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), target.as_ptr(), self.writer_index) };
-        self.room = allocation.len();
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), target.as_ptr(), self.writer_index()) };
+        self.room = to_index(allocation.len());
         self.storage = Storage::Unique(allocation);
         self.ptr = target;
-        self.offset = 0;
         self.frozen = 0;
-        self.capacity = new_capacity;
+        self.capacity = to_index(new_capacity);
         Ok(())
     }
 
@@ -774,28 +816,28 @@ impl ByteBuf {
     /// # Ok::<(), AllocError>(())
     /// ```
     pub fn try_set_capacity(&mut self, new_capacity: usize) -> Result<(), AllocError> {
-        if new_capacity > self.max_capacity {
-            return Err(AllocError::CapacityOverflow { requested: new_capacity, max_capacity: self.max_capacity });
+        if new_capacity > self.max_capacity() {
+            return Err(AllocError::CapacityOverflow { requested: new_capacity, max_capacity: self.max_capacity() });
         }
-        if new_capacity == self.capacity {
+        if new_capacity == self.capacity() {
             return Ok(());
         }
-        if new_capacity > self.capacity {
-            if new_capacity > self.room {
+        if new_capacity > self.capacity() {
+            if new_capacity > self.room() {
                 self.reclaim();
             }
-            if new_capacity <= self.room {
-                self.capacity = new_capacity;
+            if new_capacity <= self.room() {
+                self.capacity = to_index(new_capacity);
                 return Ok(());
             }
-        } else if shrinks_in_place(new_capacity, self.room) {
-            self.capacity = new_capacity;
+        } else if shrinks_in_place(new_capacity, self.room()) {
+            self.capacity = to_index(new_capacity);
             self.clamp_indexes();
             return Ok(());
         }
-        let (reader, writer) = (self.reader_index, self.writer_index);
-        if new_capacity < self.capacity {
-            self.writer_index = writer.min(new_capacity);
+        let (reader, writer) = (self.reader_index(), self.writer_index());
+        if new_capacity < self.capacity() {
+            self.writer_index = to_index(writer.min(new_capacity));
         }
         match self.move_to_new_region(new_capacity) {
             Ok(()) => {
@@ -803,7 +845,7 @@ impl ByteBuf {
                 Ok(())
             }
             Err(e) => {
-                (self.reader_index, self.writer_index) = (reader, writer);
+                (self.reader_index, self.writer_index) = (to_index(reader), to_index(writer));
                 Err(e)
             }
         }
@@ -811,7 +853,7 @@ impl ByteBuf {
 
     /// Netty's `trimIndicesToCapacity`.
     fn clamp_indexes(&mut self) {
-        if self.writer_index > self.capacity {
+        if self.writer_index() > self.capacity() {
             self.writer_index = self.capacity;
         }
         self.reader_index = self.reader_index.min(self.writer_index);
@@ -876,8 +918,8 @@ impl ByteBuf {
     fn grow(&mut self, additional: usize) -> Result<(), AllocError> {
         if additional > self.max_writable_bytes() {
             return Err(AllocError::CapacityOverflow {
-                requested: self.writer_index.saturating_add(additional),
-                max_capacity: self.max_capacity,
+                requested: self.writer_index().saturating_add(additional),
+                max_capacity: self.max_capacity(),
             });
         }
         if additional > self.max_fast_writable_bytes() {
@@ -885,9 +927,9 @@ impl ByteBuf {
         }
         let fast = self.max_fast_writable_bytes();
         let new_capacity = if fast >= additional {
-            self.writer_index + fast
+            self.writer_index() + fast
         } else {
-            next_capacity(self.writer_index + additional, self.max_capacity)
+            next_capacity(self.writer_index() + additional, self.max_capacity())
         };
         self.try_set_capacity(new_capacity)
     }
@@ -900,7 +942,7 @@ impl ByteBuf {
         if index >= start && index <= end && length <= end - index {
             Ok(())
         } else {
-            Err(IndexError { index, length, start, end, capacity: self.capacity })
+            Err(IndexError { index, length, start, end, capacity: self.capacity() })
         }
     }
 
@@ -939,7 +981,7 @@ impl ByteBuf {
     /// assert!(buf.try_get_bytes_at(5, &mut [0; 4]).is_err());
     /// ```
     pub fn try_get_bytes_at(&self, index: usize, dst: &mut [u8]) -> Result<(), IndexError> {
-        self.check(index, dst.len(), 0, self.capacity)?;
+        self.check(index, dst.len(), 0, self.capacity())?;
         dst.copy_from_slice(&self.as_slice()[index..index + dst.len()]);
         Ok(())
     }
@@ -976,7 +1018,7 @@ impl ByteBuf {
     /// assert!(buf.try_set_bytes_at(3, b"xy").is_err());
     /// ```
     pub fn try_set_bytes_at(&mut self, index: usize, src: &[u8]) -> Result<(), IndexError> {
-        self.check(index, src.len(), 0, self.capacity)?;
+        self.check(index, src.len(), 0, self.capacity())?;
         self.bytes_mut(index, index + src.len()).copy_from_slice(src);
         Ok(())
     }
@@ -1017,10 +1059,10 @@ impl ByteBuf {
     /// assert_eq!(buf.reader_index(), 0);
     /// ```
     pub fn try_read_bytes(&mut self, dst: &mut [u8]) -> Result<(), IndexError> {
-        let index = self.reader_index;
-        self.check(index, dst.len(), 0, self.writer_index)?;
+        let index = self.reader_index();
+        self.check(index, dst.len(), 0, self.writer_index())?;
         dst.copy_from_slice(&self.as_slice()[index..index + dst.len()]);
-        self.reader_index += dst.len();
+        self.reader_index += to_index(dst.len());
         Ok(())
     }
 
@@ -1060,9 +1102,9 @@ impl ByteBuf {
     /// ```
     pub fn try_write_bytes(&mut self, src: &[u8]) -> Result<(), AllocError> {
         self.try_ensure_writable(src.len())?;
-        let start = self.writer_index;
+        let start = self.writer_index();
         self.bytes_mut(start, start + src.len()).copy_from_slice(src);
-        self.writer_index += src.len();
+        self.writer_index += to_index(src.len());
         Ok(())
     }
 
@@ -1082,9 +1124,9 @@ impl ByteBuf {
     /// ```
     pub fn write_zero(&mut self, count: usize) {
         self.ensure_writable(count);
-        let start = self.writer_index;
+        let start = self.writer_index();
         self.bytes_mut(start, start + count).fill(0);
-        self.writer_index += count;
+        self.writer_index += to_index(count);
     }
 
     /// The index of the first `byte` in `from..to` when `from <= to`, or of
@@ -1106,7 +1148,7 @@ impl ByteBuf {
     #[must_use]
     pub fn index_of(&self, from: usize, to: usize, byte: u8) -> Option<usize> {
         let (start, end) = if from <= to { (from, to) } else { (to, from) };
-        self.check(start, end - start, 0, self.capacity).unwrap_or_else(|e| panic!("{e}"));
+        self.check(start, end - start, 0, self.capacity()).unwrap_or_else(|e| panic!("{e}"));
         let range = &self.as_slice()[start..end];
         let found =
             if from <= to { range.iter().position(|&b| b == byte) } else { range.iter().rposition(|&b| b == byte) };
@@ -1136,8 +1178,8 @@ impl ByteBuf {
     /// ```
     #[must_use = "the split-off bytes are dropped (back to the pool) when unused; use `set_reader_index` to skip bytes"]
     pub fn split_to(&mut self, at: usize) -> ByteBuf {
-        let reader = self.reader_index;
-        self.check(reader, at, 0, self.writer_index).unwrap_or_else(|e| panic!("{e}"));
+        let reader = self.reader_index();
+        self.check(reader, at, 0, self.writer_index()).unwrap_or_else(|e| panic!("{e}"));
         let end = reader + at;
         let head = self.part(reader, end, end);
         self.advance_window(end);
@@ -1164,15 +1206,15 @@ impl ByteBuf {
     /// ```
     #[must_use = "the split-off bytes are dropped (back to the pool) when unused; use `set_capacity` to shrink"]
     pub fn split_off(&mut self, at: usize) -> ByteBuf {
-        let reader = self.reader_index;
-        self.check(reader, at, 0, self.capacity).unwrap_or_else(|e| panic!("{e}"));
+        let reader = self.reader_index();
+        self.check(reader, at, 0, self.capacity()).unwrap_or_else(|e| panic!("{e}"));
         let split = reader + at;
-        let mut tail = self.part(split, self.capacity, self.writer_index.max(split));
-        tail.room = self.room - split;
-        self.capacity = split;
-        self.room = split;
-        self.frozen = self.frozen.min(split);
-        self.writer_index = self.writer_index.min(split);
+        let mut tail = self.part(split, self.capacity(), self.writer_index().max(split));
+        tail.room = to_index(self.room() - split);
+        self.capacity = to_index(split);
+        self.room = to_index(split);
+        self.frozen = to_index(self.frozen().min(split));
+        self.writer_index = to_index(self.writer_index().min(split));
         tail
     }
 
@@ -1185,12 +1227,11 @@ impl ByteBuf {
             // SAFETY: `start <= capacity <= room`, so the result stays within
             // (or one past the end of) the region.
             ptr: unsafe { self.ptr.add(start) },
-            offset: self.offset + start,
-            capacity: capacity_end - start,
-            room: capacity_end - start,
-            frozen: self.frozen.saturating_sub(start).min(capacity_end - start),
+            capacity: to_index(capacity_end - start),
+            room: to_index(capacity_end - start),
+            frozen: to_index(self.frozen().saturating_sub(start).min(capacity_end - start)),
             reader_index: 0,
-            writer_index: writer_end - start,
+            writer_index: to_index(writer_end - start),
             max_capacity: self.max_capacity,
         }
     }
@@ -1199,12 +1240,11 @@ impl ByteBuf {
     fn advance_window(&mut self, end: usize) {
         // SAFETY: `end <= writer_index <= capacity <= room`: within the region.
         self.ptr = unsafe { self.ptr.add(end) };
-        self.offset += end;
-        self.capacity -= end;
-        self.room -= end;
-        self.frozen = self.frozen.saturating_sub(end);
+        self.capacity -= to_index(end);
+        self.room -= to_index(end);
+        self.frozen = to_index(self.frozen().saturating_sub(end));
         self.reader_index = 0;
-        self.writer_index -= end;
+        self.writer_index -= to_index(end);
     }
 
     /// Hands the readable bytes to [`Bytes`] without copying: the region goes
@@ -1230,7 +1270,7 @@ impl ByteBuf {
             return Bytes::new();
         }
         // SAFETY: `reader_index <= capacity`: within the region.
-        let ptr = unsafe { self.ptr.add(self.reader_index) };
+        let ptr = unsafe { self.ptr.add(self.reader_index()) };
         Bytes::from_owner(FrozenRegion { _storage: self.storage, ptr, len })
     }
 
@@ -1259,12 +1299,12 @@ impl ByteBuf {
         let readable = self.readable_bytes();
         let (start, end) = bounds(range, readable);
         let length = end.saturating_sub(start);
-        self.check(self.reader_index + start, length, self.reader_index, self.writer_index)
+        self.check(self.reader_index() + start, length, self.reader_index(), self.writer_index())
             .unwrap_or_else(|e| panic!("{e}"));
         let region = self.share();
-        self.frozen = self.frozen.max(self.reader_index + end);
+        self.frozen = to_index(self.frozen().max(self.reader_index() + end));
         // SAFETY: `reader_index + start <= writer_index <= capacity`.
-        let ptr = unsafe { self.ptr.add(self.reader_index + start) };
+        let ptr = unsafe { self.ptr.add(self.reader_index() + start) };
         ByteSlice { region, ptr, len: length }
     }
 }
@@ -1312,7 +1352,7 @@ macro_rules! primitives {
             #[must_use]
             #[inline]
             pub fn $get(&self, index: usize) -> $ty {
-                self.$try_get(index).unwrap_or_else(|| panic!("{}", self.check(index, $size, 0, self.capacity).unwrap_err()))
+                self.$try_get(index).unwrap_or_else(|| panic!("{}", self.check(index, $size, 0, self.capacity()).unwrap_err()))
             }
 
             #[doc = concat!("The `", stringify!($ty), "` (", $order, ") at `index`, or `None` when `index + ", $size, "` is above the capacity.")]
@@ -1365,7 +1405,7 @@ macro_rules! primitives {
             /// ```
             #[inline]
             pub fn $try_set(&mut self, index: usize, value: $ty) -> Result<(), IndexError> {
-                self.check(index, $size, 0, self.capacity)?;
+                self.check(index, $size, 0, self.capacity())?;
                 self.bytes_mut(index, index + $size).copy_from_slice(&value.$to());
                 Ok(())
             }
@@ -1387,7 +1427,7 @@ macro_rules! primitives {
             #[inline]
             pub fn $read(&mut self) -> $ty {
                 self.$try_read().unwrap_or_else(|| {
-                    panic!("{}", self.check(self.reader_index, $size, 0, self.writer_index).unwrap_err())
+                    panic!("{}", self.check(self.reader_index(), $size, 0, self.writer_index()).unwrap_err())
                 })
             }
 
@@ -1403,10 +1443,10 @@ macro_rules! primitives {
             /// ```
             #[inline]
             pub fn $try_read(&mut self) -> Option<$ty> {
-                let start = self.reader_index;
-                let bytes = self.as_slice()[..self.writer_index].get(start..start + $size)?;
+                let start = self.reader_index();
+                let bytes = self.as_slice()[..self.writer_index()].get(start..start + $size)?;
                 let value = $ty::$from(bytes.try_into().expect("exact length"));
-                self.reader_index += $size;
+                self.reader_index += to_index($size);
                 Some(value)
             }
 
@@ -1446,9 +1486,9 @@ macro_rules! primitives {
             #[inline]
             pub fn $try_write(&mut self, value: $ty) -> Result<(), AllocError> {
                 self.try_ensure_writable($size)?;
-                let start = self.writer_index;
+                let start = self.writer_index();
                 self.bytes_mut(start, start + $size).copy_from_slice(&value.$to());
-                self.writer_index += $size;
+                self.writer_index += to_index($size);
                 Ok(())
             }
             )*
@@ -1506,10 +1546,10 @@ primitives! {
 impl fmt::Debug for ByteBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ByteBuf")
-            .field("reader_index", &self.reader_index)
-            .field("writer_index", &self.writer_index)
-            .field("capacity", &self.capacity)
-            .field("max_capacity", &self.max_capacity)
+            .field("reader_index", &self.reader_index())
+            .field("writer_index", &self.writer_index())
+            .field("capacity", &self.capacity())
+            .field("max_capacity", &self.max_capacity())
             .field("direct", &self.is_direct())
             .finish()
     }
@@ -1602,9 +1642,9 @@ impl Buf for ByteBuf {
 
     #[inline]
     fn advance(&mut self, cnt: usize) {
-        let reader = self.reader_index;
-        self.check(reader, cnt, 0, self.writer_index).unwrap_or_else(|e| panic!("{e}"));
-        self.reader_index += cnt;
+        let reader = self.reader_index();
+        self.check(reader, cnt, 0, self.writer_index()).unwrap_or_else(|e| panic!("{e}"));
+        self.reader_index += to_index(cnt);
     }
 
     /// Zero-copy: the bytes are split off and frozen (see
@@ -1634,9 +1674,9 @@ unsafe impl BufMut for ByteBuf {
     /// depend on it; `cnt` past the capacity panics.
     #[inline]
     unsafe fn advance_mut(&mut self, cnt: usize) {
-        let writer = self.writer_index;
-        self.check(writer, cnt, 0, self.capacity).unwrap_or_else(|e| panic!("{e}"));
-        self.writer_index += cnt;
+        let writer = self.writer_index();
+        self.check(writer, cnt, 0, self.capacity()).unwrap_or_else(|e| panic!("{e}"));
+        self.writer_index += to_index(cnt);
     }
 
     /// The writable bytes; grows first (by the growth policy) when there are
@@ -1650,7 +1690,7 @@ unsafe impl BufMut for ByteBuf {
         if self.writable_bytes() == 0 && self.max_writable_bytes() > 0 {
             self.ensure_writable(1);
         }
-        let (start, end) = (self.writer_index, self.capacity);
+        let (start, end) = (self.writer_index(), self.capacity());
         UninitSlice::new(self.bytes_mut(start, end))
     }
 
@@ -1661,9 +1701,9 @@ unsafe impl BufMut for ByteBuf {
 
     fn put_bytes(&mut self, val: u8, cnt: usize) {
         self.ensure_writable(cnt);
-        let start = self.writer_index;
+        let start = self.writer_index();
         self.bytes_mut(start, start + cnt).fill(val);
-        self.writer_index += cnt;
+        self.writer_index += to_index(cnt);
     }
 }
 

@@ -49,7 +49,7 @@ mod thread_cache;
 mod thread_local;
 
 pub use allocator::{PooledAllocator, DEFAULT_MAX_CAPACITY};
-pub use buf::{ByteBuf, ByteSlice, IndexError};
+pub use buf::{ByteBuf, ByteSlice, IndexError, MAX_CAPACITY};
 pub use config::Builder;
 pub use error::{AllocError, ConfigError};
 pub use leak::{LeakLevel, LeakReport};

@@ -23,6 +23,11 @@ fn a_byte_buf_is_send_and_sync() {
 }
 
 #[test]
+fn a_byte_buf_is_one_cache_line() {
+    assert_eq!(std::mem::size_of::<ByteBuf>(), 64);
+}
+
+#[test]
 fn release_then_allocate_on_one_thread_reuses_the_address() {
     let alloc = one_arena_each();
     for size in [16, 1000, 20_000, 32 * 1024] {
