@@ -129,6 +129,10 @@ pub(crate) struct CacheShared {
     remote: ArrayQueue<RemoteBatch>,
     /// Set when the owner thread has exited: releases then go to arenas.
     closed: AtomicBool,
+    /// The owner thread's [`thread_local::thread_token`]: a release on a
+    /// thread with another token is surely foreign and skips the lookup of
+    /// the thread's own caches.
+    owner_token: usize,
     /// See the module docs. On its own cache line: releasing threads write
     /// it while the owner works on the queue's other end.
     outstanding: CachePadded<AtomicUsize>,
@@ -608,14 +612,18 @@ fn allocate_unbound(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(
 unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<RemoteRegion>) {
     // SAFETY: counted, so alive (this function's contract).
     let shared = unsafe { shared_ptr.as_ref() };
-    let on_owner = thread_local::with_cache_if(shared.pool.id(), shared_ptr, |cache| {
-        cache.local_out -= 1;
-        if let Some(region) = region {
-            cache.park(region);
+    // Tokens of exited threads can be reused, so an equal token only says
+    // that this may be the owner; the lookup decides.
+    if shared.owner_token == thread_local::thread_token() {
+        let on_owner = thread_local::with_cache_if(shared.pool.id(), shared_ptr, |cache| {
+            cache.local_out -= 1;
+            if let Some(region) = region {
+                cache.park(region);
+            }
+        });
+        if on_owner.is_some() {
+            return;
         }
-    });
-    if on_owner.is_some() {
-        return;
     }
     let batch = match region {
         // A closed cache takes nothing more: its owner has exited.
@@ -924,6 +932,7 @@ impl ThreadCache {
             cached: capacities.iter().map(|&capacity| capacity > 0).collect(),
             remote: ArrayQueue::new(REMOTE_QUEUE_BATCHES),
             closed: AtomicBool::new(false),
+            owner_token: thread_local::thread_token(),
             outstanding: CachePadded::new(AtomicUsize::new(OWNER_BIAS)),
             tally: tally.clone(),
         });

@@ -140,6 +140,14 @@ pub(crate) fn with_cache_if<R>(
         .flatten()
 }
 
+/// A number that tells the calling thread from every other running thread
+/// (the address of one of its thread-locals); 0 once its thread-locals are
+/// gone. An exited thread's number may be reused by a later thread.
+#[inline]
+pub(crate) fn thread_token() -> usize {
+    OPTED_IN.try_with(|opted| std::ptr::from_ref(opted) as usize).unwrap_or(0)
+}
+
 /// Runs `f` on the calling thread's outbox of regions released for other
 /// threads' caches; `None` when it is gone (the thread is exiting) or in use
 /// further up the stack.
