@@ -170,6 +170,11 @@ impl Pool {
         }
     }
 
+    /// The pool's leak detector.
+    pub(crate) fn leak_detector(&self) -> &LeakDetector {
+        &self.leak
+    }
+
     pub(crate) fn free_unpooled(&self, memory: RawMemory) {
         self.unpooled_counter(memory.kind()).fetch_sub(memory.len() as u64, Ordering::Relaxed);
     }

@@ -23,8 +23,14 @@ use std::hash::BuildHasher;
 use std::panic::Location;
 use std::time::{Duration, Instant};
 
-use crate::sync::{lock, Arc, Mutex};
+use crate::sync::{lock, Arc, CachePadded, Mutex};
 use crate::thread_cache::Allocation;
+use crate::thread_local;
+
+/// Registries per detector (the top 4 bits of a hash pick one): threads
+/// register in different ones, so that tracking on one thread does not
+/// contend with another's.
+const SHARDS: usize = 16;
 
 /// One buffer in this many is tracked at [`LeakLevel::Simple`] (Netty's 128).
 pub(crate) const SAMPLING_INTERVAL: u32 = 128;
@@ -154,16 +160,17 @@ struct Slab {
     live: usize,
 }
 
-/// A pool's leak detector: its level and its registry of tracked buffers.
+/// A pool's leak detector: its level and its registry of tracked buffers,
+/// in [`SHARDS`] parts.
 #[derive(Debug)]
 pub(crate) struct LeakDetector {
     level: LeakLevel,
-    slab: Mutex<Slab>,
+    shards: Box<[CachePadded<Mutex<Slab>>]>,
 }
 
 impl LeakDetector {
     pub(crate) fn new(level: LeakLevel) -> LeakDetector {
-        LeakDetector { level, slab: Mutex::new(Slab::default()) }
+        LeakDetector { level, shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(Slab::default()))).collect() }
     }
 
     /// Tracks `allocation`: records its allocation site (`caller`, or a
@@ -189,8 +196,11 @@ impl LeakDetector {
             accesses: VecDeque::new(),
             dropped_accesses: 0,
         };
+        // Threads' tokens are addresses of their thread-locals, alike in their
+        // low bits: a multiplicative hash spreads them over the shards.
+        let shard = ((thread_local::thread_token() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize;
         let key = {
-            let mut slab = lock(&this.slab);
+            let mut slab = lock(&this.shards[shard]);
             slab.live += 1;
             match slab.free.pop() {
                 Some(key) => {
@@ -203,56 +213,98 @@ impl LeakDetector {
                 }
             }
         };
-        allocation.set_leak_tracker(Box::new(LeakTracker { detector: this.clone(), key }));
+        allocation.set_leak_tracker(LeakTracker { shard, key });
     }
 
     /// The tracked buffers still alive, grouped by allocation site.
     pub(crate) fn report(&self) -> LeakReport {
         let now = Instant::now();
         let mut sites: BTreeMap<String, LeakSite> = BTreeMap::new();
-        let slab = lock(&self.slab);
-        for record in slab.records.iter().flatten() {
-            let site_text = record.site.text(8);
-            let age = now.saturating_duration_since(record.created);
-            let site = sites.entry(site_text.clone()).or_insert_with(|| LeakSite {
-                site: site_text,
-                count: 0,
-                bytes: 0,
-                sizes: Vec::new(),
-                oldest: Duration::ZERO,
-                threads: Vec::new(),
-                accesses: Vec::new(),
-                dropped_accesses: 0,
-            });
-            site.count += 1;
-            site.bytes += record.size as u64;
-            if !site.sizes.contains(&record.size) && site.sizes.len() < 8 {
-                site.sizes.push(record.size);
-            }
-            if let Some(thread) = &record.thread {
-                if !site.threads.contains(thread) && site.threads.len() < 4 {
-                    site.threads.push(thread.clone());
-                }
-            }
-            if age >= site.oldest {
-                // The oldest buffer of the site speaks for its access records.
-                site.oldest = age;
-                site.dropped_accesses = record.dropped_accesses;
-                site.accesses = record
-                    .accesses
-                    .iter()
-                    .map(|a| LeakAccess {
-                        hint: a.hint.clone(),
-                        thread: a.thread.clone(),
-                        ago: now.saturating_duration_since(a.at),
-                        site: user_frames(&a.site.to_string(), 1),
-                    })
-                    .collect();
+        let mut buffers = 0;
+        for shard in self.shards.iter() {
+            let slab = lock(shard);
+            buffers += slab.live;
+            for record in slab.records.iter().flatten() {
+                LeakDetector::add_to_report(record, now, &mut sites);
             }
         }
         let mut sites: Vec<LeakSite> = sites.into_values().collect();
         sites.sort_by(|a, b| b.count.cmp(&a.count).then(b.oldest.cmp(&a.oldest)));
-        LeakReport { level: self.level, buffers: slab.live, sites }
+        LeakReport { level: self.level, buffers, sites }
+    }
+
+    /// Counts one tracked buffer in its site's entry.
+    fn add_to_report(record: &Record, now: Instant, sites: &mut BTreeMap<String, LeakSite>) {
+        let site_text = record.site.text(8);
+        let age = now.saturating_duration_since(record.created);
+        let site = sites.entry(site_text.clone()).or_insert_with(|| LeakSite {
+            site: site_text,
+            count: 0,
+            bytes: 0,
+            sizes: Vec::new(),
+            oldest: Duration::ZERO,
+            threads: Vec::new(),
+            accesses: Vec::new(),
+            dropped_accesses: 0,
+        });
+        site.count += 1;
+        site.bytes += record.size as u64;
+        if !site.sizes.contains(&record.size) && site.sizes.len() < 8 {
+            site.sizes.push(record.size);
+        }
+        if let Some(thread) = &record.thread {
+            if !site.threads.contains(thread) && site.threads.len() < 4 {
+                site.threads.push(thread.clone());
+            }
+        }
+        if age >= site.oldest {
+            // The oldest buffer of the site speaks for its access records.
+            site.oldest = age;
+            site.dropped_accesses = record.dropped_accesses;
+            site.accesses = record
+                .accesses
+                .iter()
+                .map(|a| LeakAccess {
+                    hint: a.hint.clone(),
+                    thread: a.thread.clone(),
+                    ago: now.saturating_duration_since(a.at),
+                    site: user_frames(&a.site.to_string(), 1),
+                })
+                .collect();
+        }
+    }
+
+    /// Ends the tracking of a buffer: its record leaves the registry.
+    pub(crate) fn untrack(&self, tracker: LeakTracker) {
+        let mut slab = lock(&self.shards[tracker.shard]);
+        if let Some(slot) = slab.records.get_mut(tracker.key) {
+            if slot.take().is_some() {
+                slab.free.push(tracker.key);
+                slab.live -= 1;
+            }
+        }
+    }
+
+    /// Records an access to a tracked buffer, at the levels that keep them.
+    pub(crate) fn touch(&self, tracker: &LeakTracker, hint: String) {
+        if !self.level.records_access() {
+            return;
+        }
+        let access = AccessRecord {
+            hint,
+            thread: std::thread::current().name().map(str::to_owned),
+            at: Instant::now(),
+            site: Backtrace::force_capture(),
+        };
+        let mut slab = lock(&self.shards[tracker.shard]);
+        let Some(Some(record)) = slab.records.get_mut(tracker.key) else { return };
+        if record.accesses.len() == MAX_ACCESS_RECORDS {
+            // Netty's rule: the newest record is always kept; an older one,
+            // chosen at random, makes room.
+            record.accesses.remove(random_below(MAX_ACCESS_RECORDS));
+            record.dropped_accesses += 1;
+        }
+        record.accesses.push_back(access);
     }
 
     /// Prints the report to stderr as log lines, when anything is tracked.
@@ -308,35 +360,15 @@ fn seed() -> u32 {
     (RandomState::new().hash_one(std::thread::current().id()) as u32) | 1
 }
 
-/// The registration of one tracked buffer; dropping it (with the buffer's
-/// last part) ends the tracking.
+/// The registration of one tracked buffer: where its record is. The
+/// allocation that carries it ends the tracking with
+/// [`LeakDetector::untrack`] when its region is released (the pool, and so
+/// the detector, is alive until then), so the tracker needs no reference to
+/// the detector of its own, whose count every tracked buffer would bump.
 #[derive(Debug)]
 pub(crate) struct LeakTracker {
-    detector: Arc<LeakDetector>,
+    shard: usize,
     key: usize,
-}
-
-impl LeakTracker {
-    fn touch(&self, hint: String) {
-        if !self.detector.level.records_access() {
-            return;
-        }
-        let access = AccessRecord {
-            hint,
-            thread: std::thread::current().name().map(str::to_owned),
-            at: Instant::now(),
-            site: Backtrace::force_capture(),
-        };
-        let mut slab = lock(&self.detector.slab);
-        let Some(Some(record)) = slab.records.get_mut(self.key) else { return };
-        if record.accesses.len() == MAX_ACCESS_RECORDS {
-            // Netty's rule: the newest record is always kept; an older one,
-            // chosen at random, makes room.
-            record.accesses.remove(random_below(MAX_ACCESS_RECORDS));
-            record.dropped_accesses += 1;
-        }
-        record.accesses.push_back(access);
-    }
 }
 
 /// A random number below `n`, from the thread's sampling state.
@@ -351,18 +383,6 @@ fn random_below(n: usize) -> usize {
             x as usize % n
         })
         .unwrap_or(0)
-}
-
-impl Drop for LeakTracker {
-    fn drop(&mut self) {
-        let mut slab = lock(&self.detector.slab);
-        if let Some(slot) = slab.records.get_mut(self.key) {
-            if slot.take().is_some() {
-                slab.free.push(self.key);
-                slab.live -= 1;
-            }
-        }
-    }
 }
 
 impl crate::ByteBuf {
@@ -384,8 +404,9 @@ impl crate::ByteBuf {
     /// # Ok::<(), arenabuf::ConfigError>(())
     /// ```
     pub fn touch(&self, hint: impl fmt::Display) {
-        if let Some(tracker) = self.allocation().leak_tracker() {
-            tracker.touch(hint.to_string());
+        let allocation = self.allocation();
+        if let Some(tracker) = allocation.leak_tracker() {
+            allocation.leak_detector().touch(tracker, hint.to_string());
         }
     }
 }
@@ -631,6 +652,19 @@ mod tests {
         let tracked = alloc.leak_report().len();
         // Expected 64; a binomial spread this wide is practically certain.
         assert!((16..=160).contains(&tracked), "{tracked} tracked of {}", bufs.len());
+        drop(bufs);
+        assert!(alloc.leak_report().is_empty());
+    }
+
+    #[test]
+    fn buffers_tracked_on_many_threads_are_all_reported_and_all_untracked() {
+        let alloc = pool(LeakLevel::Paranoid);
+        let bufs: Vec<crate::ByteBuf> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| alloc.heap_buffer(64))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(alloc.leak_report().len(), 8, "every thread's registrations are in the report");
+        // Released here, on another thread than the one that tracked them.
         drop(bufs);
         assert!(alloc.leak_report().is_empty());
     }

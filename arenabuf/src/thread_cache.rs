@@ -47,7 +47,7 @@ use crate::cache_registry::CacheTally;
 use crate::chunk::Handle;
 use crate::config::Config;
 use crate::error::AllocError;
-use crate::leak::{self, LeakLevel, LeakTracker};
+use crate::leak::{self, LeakDetector, LeakLevel, LeakTracker};
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
 use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, CachePadded, Ordering};
@@ -304,7 +304,7 @@ pub(crate) struct Allocation {
 #[derive(Debug)]
 struct Tracked {
     owner: NonNull<()>,
-    tracker: Box<LeakTracker>,
+    tracker: LeakTracker,
 }
 
 // SAFETY: the region is exclusively the allocation's; what `owner` points to
@@ -336,17 +336,23 @@ impl Allocation {
     }
 
     /// Marks the allocation as tracked by the leak detector.
-    pub(crate) fn set_leak_tracker(&mut self, tracker: Box<LeakTracker>) {
-        let old = self.take_leak_tracker();
+    pub(crate) fn set_leak_tracker(&mut self, tracker: LeakTracker) {
+        if let Some(old) = self.take_leak_tracker() {
+            self.leak_detector().untrack(old);
+        }
         let tracked = Box::new(Tracked { owner: self.owner, tracker });
         self.owner = NonNull::from(Box::leak(tracked)).cast();
         self.tag |= TRACKED;
-        drop(old);
+    }
+
+    /// The leak detector of the allocation's pool.
+    pub(crate) fn leak_detector(&self) -> &LeakDetector {
+        self.pool().leak_detector()
     }
 
     /// Takes the leak detector's tracking away, to move it to another
     /// allocation (or to end it once the region is back).
-    pub(crate) fn take_leak_tracker(&mut self) -> Option<Box<LeakTracker>> {
+    pub(crate) fn take_leak_tracker(&mut self) -> Option<LeakTracker> {
         if self.tag & TRACKED == 0 {
             return None;
         }
@@ -360,7 +366,7 @@ impl Allocation {
 
     /// The leak detector's tracking of this allocation, if any.
     pub(crate) fn leak_tracker(&self) -> Option<&LeakTracker> {
-        self.tracked().map(|tracked| &*tracked.tracker)
+        self.tracked().map(|tracked| &tracked.tracker)
     }
 
     fn tracked(&self) -> Option<&Tracked> {
@@ -539,10 +545,12 @@ impl Allocation {
     #[cold]
     #[inline(never)]
     fn drop_slow(&mut self) {
-        let tracker = self.take_leak_tracker();
+        // The tracking ends first, while the allocation still holds its pool
+        // (and so the detector) alive.
+        if let Some(tracker) = self.take_leak_tracker() {
+            self.leak_detector().untrack(tracker);
+        }
         self.release_slow();
-        // The tracking ends once the region is back.
-        drop(tracker);
     }
 
     fn release_slow(&mut self) {

@@ -41,7 +41,10 @@ impl Workload {
     /// Operations per run at scale 1: enough for tens of milliseconds.
     fn ops(self, size: Size, scale: f64) -> u64 {
         let base: f64 = match self {
-            Workload::Hot | Workload::Window | Workload::WindowMt => 400_000.0,
+            Workload::Hot | Workload::Window => 400_000.0,
+            // Per thread; longer, so that thread start-up and scheduling
+            // noise stay small against the run.
+            Workload::WindowMt => 1_600_000.0,
             Workload::Xthread => 200_000.0,
             // Writing every byte: a byte budget instead.
             Workload::Fill => (400_000.0f64).min((512u64 << 20) as f64 / size.max() as f64),
