@@ -12,7 +12,7 @@ use crate::leak::{LeakDetector, LeakReport};
 use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{AllocatorMetric, ArenaMetric};
 use crate::size_class::SizeClasses;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::thread_cache::{self, Allocation};
 use crate::thread_local;
 
@@ -68,6 +68,10 @@ pub(crate) struct Pool {
     unpooled_direct_bytes: AtomicU64,
     /// The live thread caches, for pinned memory and [`PooledAllocator::trim`].
     cache_registry: CacheRegistry,
+    /// Held while a new thread cache picks its arenas, so that threads
+    /// starting together do not all pick the same least-used one (Netty
+    /// synchronises the same step).
+    binding: Mutex<()>,
     /// The configured level, read on every allocation: one branch.
     leak: Arc<LeakDetector>,
 }
@@ -91,6 +95,7 @@ impl Pool {
             unpooled_heap_bytes: AtomicU64::new(0),
             unpooled_direct_bytes: AtomicU64::new(0),
             cache_registry: CacheRegistry::default(),
+            binding: Mutex::new(()),
         }
     }
 
@@ -131,6 +136,7 @@ impl Pool {
 
     /// Binds a new thread cache to the least-used arena of `kind`.
     pub(crate) fn bind_least_used(&self, kind: MemoryKind) -> Option<&Arena> {
+        let _binding = lock(&self.binding);
         let arena = self.least_used(kind)?;
         arena.bind_thread_cache();
         Some(arena)

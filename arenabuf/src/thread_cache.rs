@@ -2,9 +2,10 @@
 //!
 //! Each thread that allocates from a pool gets a [`ThreadCache`], bound to
 //! the pool's least-used heap arena and least-used direct arena. It keeps,
-//! per size class, a FIFO stack of regions its buffers gave back, and serves
-//! the next allocation of that class from the stack without touching the
-//! arena or any lock.
+//! per size class, a stack of regions its buffers gave back, and serves the
+//! next allocation of that class from the top of the stack (the region most
+//! likely still in the CPU's caches) without touching the arena or any
+//! lock; trims give back the oldest regions, from the bottom.
 //!
 //! # The fast path
 //!
@@ -19,10 +20,14 @@
 //! # Cross-thread release
 //!
 //! A buffer released on another thread goes back to the cache of the thread
-//! that allocated it (Netty's rule), through a bounded lock-free queue in the
-//! cache's shared part, [`CacheShared`]. The owning thread moves those
-//! regions into its stacks when a stack runs dry. A full queue, a closed cache
-//! (its thread has exited) or a full stack sends the region to its arena.
+//! that allocated it (Netty's rule). The releasing thread gathers such
+//! regions in its [`Outbox`] and sends them in batches through a bounded
+//! lock-free queue in the cache's shared part, [`CacheShared`], so that a
+//! foreign release costs no atomic operation of its own. The owning thread
+//! moves queued regions into its stacks when a stack runs dry, until that
+//! stack is full again. A class the owner does not cache, a full queue, a
+//! closed cache (its thread has exited) or a full stack sends the region to
+//! its arena.
 //!
 //! # Lifetime without per-buffer reference counts
 //!
@@ -32,7 +37,8 @@
 //! with an atomic on every allocation and release would put two atomic
 //! read-modify-writes on the hot path. Instead, `outstanding` starts at a
 //! large bias standing for the live owner thread; releases on other threads
-//! subtract one each; the owner counts its own allocations and releases in
+//! subtract one each (a batch at a time, when their outbox sends); the owner
+//! counts its own allocations and releases in
 //! a plain integer and settles once, at exit, by adding that count minus
 //! the bias. Whoever brings `outstanding` to zero destroys the shared part.
 //! Before the owner exits the value cannot reach zero (the bias dwarfs any
@@ -1366,6 +1372,44 @@ mod loom_models {
                 })
             };
             owner.join().unwrap();
+            settle(&alloc);
+        });
+    }
+
+    /// Two threads binding at the same time take different arenas: picking
+    /// the least-used arena and counting the binding are one step.
+    #[test]
+    fn loom_threads_binding_together_take_different_arenas() {
+        model(|| {
+            let alloc = PooledAllocator::builder()
+                .heap_arenas(2)
+                .direct_arenas(0)
+                .page_size(4096)
+                .max_order(0)
+                .build()
+                .unwrap();
+            let (bound_tx, bound_rx) = loom::sync::mpsc::channel();
+            let releases: Vec<_> = (0..2)
+                .map(|_| {
+                    let (alloc, bound_tx) = (alloc.clone(), bound_tx.clone());
+                    let (release_tx, release_rx) = loom::sync::mpsc::channel::<()>();
+                    let worker = thread::spawn(move || {
+                        let buf = alloc.heap_buffer(100);
+                        bound_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                        drop(buf);
+                    });
+                    (release_tx, worker)
+                })
+                .collect();
+            bound_rx.recv().unwrap();
+            bound_rx.recv().unwrap();
+            let counts: Vec<usize> = alloc.metric().heap_arenas().iter().map(|a| a.num_thread_caches()).collect();
+            assert_eq!(counts, [1, 1]);
+            for (release_tx, worker) in releases {
+                release_tx.send(()).unwrap();
+                worker.join().unwrap();
+            }
             settle(&alloc);
         });
     }
