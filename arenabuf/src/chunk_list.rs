@@ -437,18 +437,18 @@ mod tests {
         held.push(run(&classes, &mut lists, 128)); // 100 %
         assert_eq!(lists.list_of(id), Q100);
         // Falling: 75 % is q075's band.
-        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
+        assert_eq!(free(&classes, &mut lists, held.pop().unwrap()), 0);
         assert_eq!(lists.list_of(id), Q075);
         // 50 %: q050; then 37.5 %: q025.
-        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
+        assert_eq!(free(&classes, &mut lists, held.pop().unwrap()), 0);
         assert_eq!(lists.list_of(id), Q050);
-        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
+        assert_eq!(free(&classes, &mut lists, held.pop().unwrap()), 0);
         assert_eq!(lists.list_of(id), Q025);
-        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
+        assert_eq!(free(&classes, &mut lists, held.pop().unwrap()), 0);
         assert_eq!(lists.list_of(id), Q000);
         // Empty in q000: Netty destroys it; the arena keeps it as its one
         // empty chunk in reserve, in qInit.
-        assert!(free(&classes, &mut lists, held.pop().unwrap()) == 0);
+        assert_eq!(free(&classes, &mut lists, held.pop().unwrap()), 0);
         assert_eq!(lists.list_of(id), QINIT);
         assert_eq!(lists.len(), 1);
     }
@@ -459,7 +459,7 @@ mod tests {
         let mut c = new_chunk(&classes);
         let h = c.allocate_run(&classes, 1).unwrap();
         let id = lists.add(c);
-        assert!(free(&classes, &mut lists, (id, h)) == 0);
+        assert_eq!(free(&classes, &mut lists, (id, h)), 0);
         assert_eq!(lists.list_of(id), QINIT);
         assert_eq!(lists.get(id).usage(), 0);
         assert_eq!(lists.len(), 1);
