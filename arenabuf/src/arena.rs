@@ -280,12 +280,12 @@ impl Arena {
                     }
                 }
             }
-            destroyed.extend(state.lists.remove_empty());
             state.counters.chunks_destroyed += destroyed.len() as u64;
             destroyed
         };
         // The chunks' memory goes back to the system outside the lock.
         drop(destroyed);
+        self.release_empty_chunks();
     }
 
     /// Allocations and releases the arena has seen, to tell an idle arena.

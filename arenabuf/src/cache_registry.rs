@@ -23,13 +23,6 @@ use crate::memory::MemoryKind;
 use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::thread_cache::SharedRef;
 
-fn kind_index(kind: MemoryKind) -> usize {
-    match kind {
-        MemoryKind::Heap => 0,
-        MemoryKind::Direct => 1,
-    }
-}
-
 /// One thread cache's published figures and its trim request flag.
 #[derive(Debug, Default)]
 pub(crate) struct CacheTally {
@@ -47,14 +40,14 @@ impl CacheTally {
     /// thread only.
     #[inline]
     pub(crate) fn set_parked(&self, kind: MemoryKind, bytes: u64) {
-        self.parked[kind_index(kind)].store(bytes, Ordering::Relaxed);
+        self.parked[kind.index()].store(bytes, Ordering::Relaxed);
     }
 
     /// Adds (or with a wrapping negative, subtracts) parked bytes. Owner
     /// thread only: a load and a store, as nobody else writes the counter.
     #[inline]
     pub(crate) fn add_parked(&self, kind: MemoryKind, delta: u64) {
-        let counter = &self.parked[kind_index(kind)];
+        let counter = &self.parked[kind.index()];
         counter.store(counter.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
     }
 
@@ -63,7 +56,7 @@ impl CacheTally {
     /// result is false.
     #[inline]
     pub(crate) fn try_count_queued(&self, kind: MemoryKind, bytes: u64, limit: u64) -> bool {
-        let counter = &self.queued[kind_index(kind)];
+        let counter = &self.queued[kind.index()];
         let before = counter.fetch_add(bytes, Ordering::Relaxed);
         if before + bytes > limit {
             counter.fetch_sub(bytes, Ordering::Relaxed);
@@ -75,12 +68,12 @@ impl CacheTally {
     /// Counts bytes leaving the remote queue.
     #[inline]
     pub(crate) fn uncount_queued(&self, kind: MemoryKind, bytes: u64) {
-        self.queued[kind_index(kind)].fetch_sub(bytes, Ordering::Relaxed);
+        self.queued[kind.index()].fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Bytes of `kind` the cache holds back from buffers.
     fn held(&self, kind: MemoryKind) -> u64 {
-        let k = kind_index(kind);
+        let k = kind.index();
         self.parked[k].load(Ordering::Relaxed).wrapping_add(self.queued[k].load(Ordering::Relaxed))
     }
 

@@ -25,6 +25,7 @@
 //! gives the region back to the cache of the thread that allocated it, from
 //! whichever thread drops it.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 mod allocator;

@@ -37,6 +37,20 @@ pub(crate) enum MemoryKind {
     Direct,
 }
 
+impl MemoryKind {
+    /// Both kinds, in [`index`](Self::index) order.
+    pub(crate) const ALL: [MemoryKind; 2] = [MemoryKind::Heap, MemoryKind::Direct];
+
+    /// 0 for heap, 1 for direct: the index of per-kind arrays.
+    #[inline(always)]
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            MemoryKind::Heap => 0,
+            MemoryKind::Direct => 1,
+        }
+    }
+}
+
 /// A cap on direct memory, shared by every arena of one allocator.
 ///
 /// Reservations never wait: a request that does not fit fails at once.
@@ -281,7 +295,7 @@ mod tests {
 
     #[test]
     fn heap_and_direct_blocks_are_zeroed_and_writable() {
-        for kind in [MemoryKind::Heap, MemoryKind::Direct] {
+        for kind in MemoryKind::ALL {
             let block = RawMemory::allocate(kind, 3 * 4096, None).unwrap();
             assert_eq!(block.len(), 3 * 4096);
             assert_eq!(block.kind(), kind);

@@ -109,19 +109,57 @@ impl RemoteRegion {
     }
 }
 
-/// Regions on their way back to one cache, sent together.
-type RemoteBatch = Vec<RemoteRegion>;
+/// Regions on their way back to one cache, sent together, with their bytes
+/// of each kind (by [`MemoryKind::index`]) for the cache's tally.
+#[derive(Debug, Default)]
+struct RemoteBatch {
+    regions: Vec<RemoteRegion>,
+    bytes: [u64; 2],
+}
 
-/// Bytes of heap and of direct memory in `batch`, for the cache's tally.
-fn batch_bytes(batch: &[RemoteRegion]) -> [(MemoryKind, u64); 2] {
-    let mut bytes = [(MemoryKind::Heap, 0), (MemoryKind::Direct, 0)];
-    for region in batch {
-        // SAFETY: the batch's regions belong to a pool kept alive by the
-        // cache they are sent to (or by the buffers they came from).
-        let (kind, size) = unsafe { region.kind_and_size() };
-        bytes[kind_index(kind)].1 += size;
+impl RemoteBatch {
+    /// A batch of one region.
+    ///
+    /// # Safety
+    ///
+    /// As for [`push`](Self::push).
+    unsafe fn of(region: RemoteRegion) -> RemoteBatch {
+        let mut batch = RemoteBatch::default();
+        // SAFETY: by this function's contract.
+        unsafe { batch.push(region) };
+        batch
     }
-    bytes
+
+    /// Adds a region, counting its bytes.
+    ///
+    /// # Safety
+    ///
+    /// The region's arena is alive (its buffer is being released).
+    unsafe fn push(&mut self, region: RemoteRegion) {
+        // SAFETY: by this function's contract.
+        let (kind, size) = unsafe { region.kind_and_size() };
+        self.bytes[kind.index()] += size;
+        if self.regions.capacity() == 0 {
+            self.regions.reserve_exact(OUTBOX_REGIONS);
+        }
+        self.regions.push(region);
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.bytes.iter().sum()
+    }
+
+    /// Gives every region back to its arena.
+    ///
+    /// # Safety
+    ///
+    /// The regions' pool is alive.
+    unsafe fn free_to_arenas(self) {
+        for region in self.regions {
+            // SAFETY: by this function's contract.
+            unsafe { region.free_to_arena() };
+        }
+    }
 }
 
 /// The part of a thread cache that other threads reach.
@@ -178,10 +216,8 @@ impl CacheShared {
         // SAFETY: by this function's contract we are the last user.
         let shared = unsafe { Box::from_raw(this.as_ptr()) };
         while let Some(batch) = shared.remote.pop() {
-            for region in batch {
-                // SAFETY: `shared.pool` keeps every arena of the pool alive.
-                unsafe { region.free_to_arena() };
-            }
+            // SAFETY: `shared.pool` keeps every arena of the pool alive.
+            unsafe { batch.free_to_arenas() };
         }
     }
 
@@ -190,26 +226,20 @@ impl CacheShared {
     /// [`REMOTE_QUEUE_BYTES`] of either kind. The bytes are counted as queued
     /// before the push, so that the owner's pop never sees them uncounted.
     fn push_remote(&self, batch: RemoteBatch) -> Result<(), RemoteBatch> {
-        let bytes = batch_bytes(&batch);
-        for (i, &(kind, size)) in bytes.iter().enumerate() {
+        let counted = MemoryKind::ALL.into_iter().zip(batch.bytes);
+        for (i, (kind, size)) in counted.clone().enumerate() {
             if size > 0 && !self.tally.try_count_queued(kind, size, REMOTE_QUEUE_BYTES) {
-                for &(kind, size) in &bytes[..i] {
-                    self.tally.uncount_queued(kind, size);
-                }
+                counted.take(i).for_each(|(kind, size)| self.tally.uncount_queued(kind, size));
                 return Err(batch);
             }
         }
-        self.remote.push(batch).inspect_err(|_| {
-            for (kind, size) in bytes {
-                self.tally.uncount_queued(kind, size);
-            }
-        })
+        self.remote.push(batch).inspect_err(|_| counted.for_each(|(kind, size)| self.tally.uncount_queued(kind, size)))
     }
 
     /// Takes a batch from the remote queue, uncounting it.
     fn pop_remote(&self) -> Option<RemoteBatch> {
         let batch = self.remote.pop()?;
-        for (kind, size) in batch_bytes(&batch) {
+        for (kind, size) in MemoryKind::ALL.into_iter().zip(batch.bytes) {
             if size > 0 {
                 self.tally.uncount_queued(kind, size);
             }
@@ -220,11 +250,9 @@ impl CacheShared {
     /// Gives every queued region back to its arena.
     fn free_queued(&self) {
         while let Some(batch) = self.pop_remote() {
-            for region in batch {
-                // SAFETY: queued regions belong to this cache's pool, which
-                // the shared part keeps alive.
-                unsafe { region.free_to_arena() };
-            }
+            // SAFETY: queued regions belong to this cache's pool, which the
+            // shared part keeps alive.
+            unsafe { batch.free_to_arenas() };
         }
     }
 }
@@ -567,7 +595,7 @@ impl Allocation {
         // SAFETY: this allocation is counted in the shared part's outstanding
         // buffers, so the shared part is alive.
         let shared = unsafe { shared_ptr.as_ref() };
-        let arena = shared.arenas[kind_index(self.kind())].expect("a pooled region has an arena");
+        let arena = shared.arenas[self.kind().index()].expect("a pooled region has an arena");
         let region =
             PooledRegion { ptr: self.ptr, chunk: self.chunk, handle: self.handle, size_idx: self.size_idx.into() };
         // SAFETY: counted (above); this call ends the count.
@@ -648,16 +676,17 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
                 return;
             }
             // The thread's outbox is gone (it is exiting): a batch of one.
-            vec![region]
+            // SAFETY: the region's buffer is being released.
+            unsafe { RemoteBatch::of(region) }
         }
         Some(region) => {
             // The owner does not keep the class, or has exited: straight to
             // the arena.
             // SAFETY: the pool is alive through `shared`.
             unsafe { region.free_to_arena() };
-            Vec::new()
+            RemoteBatch::default()
         }
-        None => Vec::new(),
+        None => RemoteBatch::default(),
     };
     // SAFETY: counted (this function's contract), ended here for the batch
     // and for the caller's buffer.
@@ -677,13 +706,11 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
 unsafe fn send_batch(shared_ptr: NonNull<CacheShared>, batch: RemoteBatch, released: usize) {
     // SAFETY: counted, so alive (this function's contract).
     let shared = unsafe { shared_ptr.as_ref() };
-    if !batch.is_empty() {
+    if !batch.regions.is_empty() {
         let refused = if shared.closed.load(Ordering::Acquire) { Err(batch) } else { shared.push_remote(batch) };
         if let Err(batch) = refused {
-            for region in batch {
-                // SAFETY: the pool is alive through `shared`.
-                unsafe { region.free_to_arena() };
-            }
+            // SAFETY: the pool is alive through `shared`.
+            unsafe { batch.free_to_arenas() };
         }
     }
     if released > 0 && shared.outstanding.fetch_sub(released, Ordering::Release) == released {
@@ -704,13 +731,12 @@ unsafe fn send_batch(shared_ptr: NonNull<CacheShared>, batch: RemoteBatch, relea
 #[derive(Debug)]
 pub(crate) struct Outbox {
     owner: Option<NonNull<CacheShared>>,
-    regions: RemoteBatch,
-    bytes: u64,
+    batch: RemoteBatch,
 }
 
 impl Outbox {
     pub(crate) const fn new() -> Outbox {
-        Outbox { owner: None, regions: Vec::new(), bytes: 0 }
+        Outbox { owner: None, batch: RemoteBatch { regions: Vec::new(), bytes: [0; 2] } }
     }
 
     /// Adds a region released for the cache whose shared part is `owner`.
@@ -724,13 +750,9 @@ impl Outbox {
             self.send();
             self.owner = Some(owner);
         }
-        if self.regions.capacity() == 0 {
-            self.regions.reserve_exact(OUTBOX_REGIONS);
-        }
         // SAFETY: the region's buffer is being released: its arena is alive.
-        self.bytes += unsafe { region.kind_and_size() }.1;
-        self.regions.push(region);
-        if self.regions.len() >= OUTBOX_REGIONS || self.bytes >= OUTBOX_BYTES {
+        unsafe { self.batch.push(region) };
+        if self.batch.regions.len() >= OUTBOX_REGIONS || self.batch.total_bytes() >= OUTBOX_BYTES {
             self.send();
         }
     }
@@ -738,9 +760,8 @@ impl Outbox {
     /// Sends the regions gathered so far to their owner.
     pub(crate) fn send(&mut self) {
         let Some(owner) = self.owner.take() else { return };
-        let batch = std::mem::take(&mut self.regions);
-        let released = batch.len();
-        self.bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        let released = batch.regions.len();
         // SAFETY: each region's buffer is counted in `owner`'s outstanding
         // buffers (`add`), and this call ends those counts.
         unsafe { send_batch(owner, batch, released) };
@@ -874,7 +895,7 @@ impl KindCache {
 pub(crate) struct ThreadCache {
     shared: NonNull<CacheShared>,
     classes: Arc<SizeClasses>,
-    /// Indexed by `kind_index`: heap, direct.
+    /// Indexed by `MemoryKind::index`: heap, direct.
     kinds: [KindCache; 2],
     /// Buffers allocated through this cache and not released on this thread.
     local_out: usize,
@@ -894,14 +915,6 @@ pub(crate) struct ThreadCache {
     /// level pays the same decrement and branch on the hit path).
     leak_level: LeakLevel,
     leak_countdown: u32,
-}
-
-#[inline(always)]
-fn kind_index(kind: MemoryKind) -> usize {
-    match kind {
-        MemoryKind::Heap => 0,
-        MemoryKind::Direct => 1,
-    }
 }
 
 /// How many regions of class `idx` a thread cache keeps: Netty's counts up
@@ -938,7 +951,7 @@ impl ThreadCache {
                 .collect();
             KindCache { arena: arena.map(NonNull::from), stacks }
         };
-        let kinds = [kind_cache(MemoryKind::Heap), kind_cache(MemoryKind::Direct)];
+        let kinds = MemoryKind::ALL.map(kind_cache);
         let tally = Arc::new(CacheTally::default());
         let shared = Box::new(CacheShared {
             pool: pool.clone(),
@@ -1025,16 +1038,7 @@ impl ThreadCache {
     #[inline(always)]
     pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize, bool)> {
         let idx = self.classes.index_of(size)?;
-        // `take`, spelled out: through the call the pair costs 165
-        // instructions instead of 162 (scripts/callgrind.sh).
-        let stacks = &mut self.kinds[kind_index(kind)].stacks;
-        // SAFETY: as in `take`: a class index, and a stack for every class.
-        let stack = unsafe { stacks.get_unchecked_mut(idx) };
-        let region = stack.pop()?;
-        stack.hits += 1;
-        let class_size = stack.class_size as usize;
-        self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
-        self.local_out += 1;
+        let (region, class_size) = self.take(kind, idx)?;
         self.count_lookup();
         let track = self.sample_leak();
         Some((Allocation::cached(kind, region, idx, self.shared), class_size, track))
@@ -1054,7 +1058,7 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     pub(crate) fn allocate_slow(&mut self, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
-        let k = kind_index(kind);
+        let k = kind.index();
         let Some(arena) = self.kinds[k].arena() else {
             return Pool::allocate_unpooled(&self.shared().pool, kind, size);
         };
@@ -1079,11 +1083,11 @@ impl ThreadCache {
         Ok(Allocation::cached(kind, entry, idx, self.shared))
     }
 
-    /// Takes the oldest cached region of class `idx` of `kind` for a buffer,
-    /// with the class size (the hit path spells this out, for speed).
+    /// Takes the newest cached region of class `idx` of `kind` for a buffer,
+    /// with the class size.
     #[inline(always)]
     fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(CachedRegion, usize)> {
-        let stacks = &mut self.kinds[kind_index(kind)].stacks;
+        let stacks = &mut self.kinds[kind.index()].stacks;
         debug_assert!(idx < stacks.len());
         // SAFETY: callers pass a class index (from `index_of`), and there is a
         // stack for every class.
@@ -1100,7 +1104,7 @@ impl ThreadCache {
     /// full or the class is not cached (nothing is changed then).
     #[inline(always)]
     fn keep(&mut self, kind: MemoryKind, size_idx: usize, region: CachedRegion) -> bool {
-        let stacks = &mut self.kinds[kind_index(kind)].stacks;
+        let stacks = &mut self.kinds[kind.index()].stacks;
         debug_assert!(size_idx < stacks.len());
         // SAFETY: a pooled region's size index is a class index, and there is
         // a stack for every class.
@@ -1146,8 +1150,8 @@ impl ThreadCache {
         let shared = unsafe { self.shared.as_ref() };
         let mut count = 0;
         while let Some(batch) = shared.pop_remote() {
-            count += batch.len();
-            for region in batch {
+            count += batch.regions.len();
+            for region in batch.regions {
                 self.park(region);
             }
             let stack = &self.kinds[k].stacks[idx];
@@ -1161,9 +1165,7 @@ impl ThreadCache {
     /// Keeps a released region in its stack, or frees it when the stack is
     /// full or the class is not cached.
     fn park(&mut self, remote: RemoteRegion) {
-        let kind = [MemoryKind::Heap, MemoryKind::Direct]
-            .into_iter()
-            .find(|&kind| self.kinds[kind_index(kind)].arena == Some(remote.arena));
+        let kind = MemoryKind::ALL.into_iter().find(|&kind| self.kinds[kind.index()].arena == Some(remote.arena));
         let region = CachedRegion { ptr: remote.region.ptr, handle: remote.region.handle, chunk: remote.region.chunk };
         if kind.is_some_and(|kind| self.keep(kind, remote.region.size_idx as usize, region)) {
             return;
@@ -1218,7 +1220,7 @@ impl ThreadCache {
     /// Recounts the bytes parked in the stacks and publishes them (a stack
     /// holds regions of one class only).
     fn publish_parked(&self) {
-        for (k, kind) in [MemoryKind::Heap, MemoryKind::Direct].into_iter().enumerate() {
+        for (k, kind) in MemoryKind::ALL.into_iter().enumerate() {
             let stacks = self.kinds[k].stacks.iter();
             let bytes: u64 = stacks.map(|stack| u64::from(stack.len()) * u64::from(stack.class_size)).sum();
             self.tally.set_parked(kind, bytes);

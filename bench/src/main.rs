@@ -14,6 +14,8 @@
 //!
 //! Progress goes to stderr, results to stdout.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod demo;
 mod harness;
 mod impls;
