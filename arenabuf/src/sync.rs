@@ -65,8 +65,4 @@ impl<T> ArrayQueue<T> {
     pub(crate) fn pop(&self) -> Option<T> {
         lock(&self.items).pop_front()
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        lock(&self.items).is_empty()
-    }
 }

@@ -17,6 +17,7 @@ pub(crate) fn classes() -> crate::SizeClasses {
 
 /// An allocator with one arena of each kind, 8 KiB pages and the test
 /// geometry's chunks.
+#[cfg_attr(loom, allow(dead_code))] // the loom models build their own
 pub(crate) fn pool() -> crate::PooledAllocator {
     crate::PooledAllocator::builder()
         .heap_arenas(1)
