@@ -423,28 +423,35 @@ impl PooledAllocator {
         self.buffer_of(MemoryKind::Direct, capacity)
     }
 
-    /// The plain methods: a cache hit inline, everything else out of line.
+    /// The plain methods: a cache hit inline, everything else (misses, and
+    /// the allocations the leak detector samples) out of line.
+    ///
+    /// Both arms end in the one `ByteBuf` built here, so that it is built
+    /// straight in the caller's place. A buffer built in one arm and returned
+    /// by a call in the other is built in a temporary and copied, and the
+    /// copy (16-byte loads of the 8-byte stores just made) stalls.
     #[inline(always)]
     #[track_caller]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
-        match thread_cache::allocate_cached(self.pool(), kind, capacity) {
-            Some((allocation, room, false)) => {
-                ByteBuf::with_room(allocation, room, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
-            }
-            // Sampled by the thread cache's countdown; out of line, so that
-            // the common arm builds its buffer straight in the caller's place.
-            Some((allocation, _, true)) => {
-                self.tracked_buffer(allocation, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
-            }
-            None => self.buffer_slow(kind, capacity),
-        }
+        let (allocation, room) = match thread_cache::allocate_cached(self.pool(), kind, capacity) {
+            Some(hit) => hit,
+            None => self.allocation_slow(kind, capacity),
+        };
+        ByteBuf::with_room(allocation, room, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
     }
 
+    /// A miss, or an allocation the leak detector samples: the region
+    /// (tracked when sampled) and its usable length.
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn buffer_slow(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
-        self.try_buffer(kind, capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| alloc_failed(e))
+    fn allocation_slow(&self, kind: MemoryKind, capacity: usize) -> (Allocation, usize) {
+        let (mut allocation, track) = Pool::allocate(self.pool(), kind, capacity).unwrap_or_else(|e| alloc_failed(e));
+        if track {
+            self.track(&mut allocation, capacity);
+        }
+        let room = allocation.len();
+        (allocation, room)
     }
 
     /// A buffer of `capacity` bytes of the preferred kind: direct.
@@ -524,19 +531,21 @@ impl PooledAllocator {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }
-        match Pool::allocate(self.pool(), kind, capacity)? {
-            (allocation, false) => Ok(ByteBuf::new(allocation, capacity, max_capacity)),
-            (allocation, true) => Ok(self.tracked_buffer(allocation, capacity, max_capacity)),
+        let (mut allocation, track) = Pool::allocate(self.pool(), kind, capacity)?;
+        if track {
+            self.track(&mut allocation, capacity);
         }
+        Ok(ByteBuf::new(allocation, capacity, max_capacity))
     }
 
-    /// A buffer the leak detector tracks, made at the caller's location.
+    /// Has the leak detector track a sampled allocation, made at the
+    /// caller's location. Out of line and in place, so that the common arm
+    /// builds its buffer straight in the caller's place.
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn tracked_buffer(&self, mut allocation: Allocation, capacity: usize, max_capacity: usize) -> ByteBuf {
-        LeakDetector::track(&self.pool().leak, &mut allocation, capacity, std::panic::Location::caller());
-        ByteBuf::new(allocation, capacity, max_capacity)
+    fn track(&self, allocation: &mut Allocation, capacity: usize) {
+        LeakDetector::track(&self.pool().leak, allocation, capacity, std::panic::Location::caller());
     }
 
     /// Trims the calling thread's cache for this allocator: each class gives

@@ -561,10 +561,11 @@ impl Drop for Allocation {
         if self.tag & (SOURCE_MASK | TRACKED) == SOURCE_CACHE {
             if let Some(cache) = thread_local::current_cache_with(self.owner.cast()) {
                 // SAFETY: `CURRENT` names this thread's live cache whose shared
-                // part is this allocation's: we are on its owner thread, and no
-                // other reference to the cache is active (the pool never calls
-                // back into user code while it holds one).
-                let cache = unsafe { &mut *cache.as_ptr() };
+                // part is this allocation's (the pointer is set with the shared
+                // part, so not null): we are on its owner thread, and no other
+                // reference to the cache is active (the pool never calls back
+                // into user code while it holds one).
+                let cache = unsafe { &mut *cache };
                 if cache.release_cached(self) {
                     return;
                 }
@@ -610,9 +611,10 @@ impl Allocation {
 #[inline(always)]
 pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
     if let Some(cache) = thread_local::current_cache(pool.id()) {
-        // SAFETY: `CURRENT` names this thread's live cache for `pool`; no other
-        // reference to it is active (nothing re-enters the pool meanwhile).
-        let cache = unsafe { &mut *cache.as_ptr() };
+        // SAFETY: `CURRENT` names this thread's live cache for `pool` (the
+        // pointer is set with the pool id, so not null); no other reference
+        // to it is active (nothing re-enters the pool meanwhile).
+        let cache = unsafe { &mut *cache };
         return cache.allocate(kind, size);
     }
     allocate_unbound(pool, kind, size)
@@ -621,10 +623,10 @@ pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Resul
 /// The hit path alone: a cached region for the calling thread, or `None`
 /// for anything that needs more (a miss, another pool, a huge size).
 #[inline(always)]
-pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Option<(Allocation, usize, bool)> {
+pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
     let cache = thread_local::current_cache(pool.id())?;
     // SAFETY: as in `allocate`.
-    unsafe { &mut *cache.as_ptr() }.allocate_cached(kind, size)
+    unsafe { &mut *cache }.allocate_cached(kind, size)
 }
 
 /// The thread's `CURRENT` cache is another pool's, or none yet.
@@ -829,7 +831,10 @@ impl Stack {
         debug_assert!(self.len <= self.room && self.slots.len() == self.room as usize);
         self.len -= 1;
         // SAFETY: `len < room == slots.len()`.
-        Some(unsafe { *self.slots.get_unchecked(self.len as usize) })
+        let slot = unsafe { self.slots.get_unchecked(self.len as usize) };
+        // Field by field: a whole-struct copy loses the compiler's knowledge
+        // that `ptr` is not null, and the caller's `Option` checks it again.
+        Some(CachedRegion { ptr: slot.ptr, handle: slot.handle, chunk: slot.chunk })
     }
 
     /// Removes the `count` oldest regions (at most `len`) and gives them to
@@ -845,13 +850,28 @@ impl Stack {
     /// the class is not cached.
     #[inline(always)]
     fn push(&mut self, region: CachedRegion) -> bool {
-        if self.len == self.room {
+        if !self.has_room() {
             return self.room == 0 && self.make_room(region);
         }
-        // SAFETY: `len < room == slots.len()`.
+        self.push_unchecked(region);
+        true
+    }
+
+    /// Whether a push needs no more than a store: the slots exist and are
+    /// not all taken.
+    #[inline(always)]
+    fn has_room(&self) -> bool {
+        self.len < self.room
+    }
+
+    /// Adds a region on top of a stack that [has room](Self::has_room).
+    #[inline(always)]
+    fn push_unchecked(&mut self, region: CachedRegion) {
+        assert!(self.has_room(), "push_unchecked on a full stack");
+        // SAFETY: `len < room == slots.len()` (checked above; the check folds
+        // into the caller's).
         unsafe { *self.slots.get_unchecked_mut(self.len as usize) = region };
         self.len += 1;
-        true
     }
 
     /// The stack's storage is not made yet (or the class is not cached).
@@ -899,22 +919,30 @@ pub(crate) struct ThreadCache {
     kinds: [KindCache; 2],
     /// Buffers allocated through this cache and not released on this thread.
     local_out: usize,
-    /// Lookups left until the next trim (or clock check).
+    /// Hits the hot path may still serve before the slow path must count:
+    /// the nearer of the trim check and the leak sample (see
+    /// [`count_slow`](Self::count_slow)). One counter, so that a hit pays
+    /// one decrement for both.
     countdown: u32,
-    /// The lookups the running countdown started from.
+    /// What `countdown` was armed with: `span - countdown` hits are not yet
+    /// folded into `trim_left` and `leak_left`.
     span: u32,
-    /// Lookups since the last trim, not counting the running countdown.
+    /// Lookups left until the next trim (or clock check), as of the arming.
+    trim_left: u32,
+    /// The lookups the running trim countdown started from.
+    trim_span: u32,
+    /// Lookups since the last trim, not counting the running trim countdown.
     lookups: u32,
     trim_interval: u32,
     trim_period: Option<Duration>,
     last_trim: Instant,
     /// The shared part's tally, reached without going through `shared`.
     tally: Arc<CacheTally>,
-    /// The pool's leak-detection level, and the cache hits left until the
-    /// next one the detector tracks (`u32::MAX` when disabled, so every
-    /// level pays the same decrement and branch on the hit path).
+    /// The pool's leak-detection level, and the allocations left until the
+    /// next one the detector tracks, as of the arming (`u32::MAX` when
+    /// disabled, so every level pays the same countdown on the hit path).
     leak_level: LeakLevel,
-    leak_countdown: u32,
+    leak_left: u32,
 }
 
 /// How many regions of class `idx` a thread cache keeps: Netty's counts up
@@ -969,7 +997,7 @@ impl ThreadCache {
             (config.cache_trim_interval_millis > 0).then(|| Duration::from_millis(config.cache_trim_interval_millis));
         let mut cache = ThreadCache {
             leak_level: config.leak_detection,
-            leak_countdown: 0,
+            leak_left: 0,
             tally,
             shared,
             classes,
@@ -977,22 +1005,51 @@ impl ThreadCache {
             local_out: 0,
             countdown: 0,
             span: 0,
+            trim_left: 0,
+            trim_span: 0,
             lookups: 0,
             trim_interval: config.cache_trim_interval,
             trim_period,
             last_trim: Instant::now(),
         };
-        cache.reset_countdown();
+        cache.reset_trim_countdown();
         cache.next_leak_sample();
+        cache.arm();
         cache
     }
 
-    /// Counts an allocation towards the leak detector's next sample: true
-    /// when this one is to be tracked.
-    #[inline(always)]
-    fn sample_leak(&mut self) -> bool {
-        self.leak_countdown -= 1;
-        self.leak_countdown == 0 && self.next_leak_sample()
+    /// Folds the hits the hot path served since the last arming into the
+    /// trim and leak counters (both stay at least 1: the hot path stops one
+    /// short of the nearer).
+    fn fold_hits(&mut self) {
+        let hits = self.span - self.countdown;
+        self.trim_left -= hits;
+        self.leak_left -= hits;
+        self.span = self.countdown;
+    }
+
+    /// Arms the hot path's countdown with the nearer event.
+    fn arm(&mut self) {
+        self.span = self.trim_left.min(self.leak_left);
+        self.countdown = self.span;
+    }
+
+    /// Counts an allocation the slow path served: towards the trim when
+    /// `lookup` (its class is cached), towards the leak detector's next
+    /// sample always. Runs a trim that comes due; returns whether the
+    /// detector tracks this allocation.
+    fn count_slow(&mut self, lookup: bool) -> bool {
+        self.fold_hits();
+        if lookup {
+            self.trim_left -= 1;
+            if self.trim_left == 0 {
+                self.trim_countdown_expired();
+            }
+        }
+        self.leak_left -= 1;
+        let track = self.leak_left == 0 && self.next_leak_sample();
+        self.arm();
+        track
     }
 
     /// Sets the countdown to the next tracked allocation; true when the
@@ -1004,7 +1061,7 @@ impl ThreadCache {
             LeakLevel::Paranoid => (1, true),
             LeakLevel::Simple | LeakLevel::Advanced => (leak::next_gap(), true),
         };
-        self.leak_countdown = countdown;
+        self.leak_left = countdown;
         on
     }
 
@@ -1025,62 +1082,80 @@ impl ThreadCache {
         self.shared().pool.is_closed()
     }
 
-    fn reset_countdown(&mut self) {
+    /// Starts the trim countdown (the caller arms the hot path).
+    fn reset_trim_countdown(&mut self) {
         // Every CLOCK_CHECK_EVERY lookups at least: the clock, and trims the
         // pool asked for.
         let left = self.trim_interval.saturating_sub(self.lookups).max(1);
-        self.span = left.min(CLOCK_CHECK_EVERY);
-        self.countdown = self.span;
+        self.trim_span = left.min(CLOCK_CHECK_EVERY);
+        self.trim_left = self.trim_span;
     }
 
     /// The hit path: a region of `size`'s class from the stack, with the class
-    /// size and whether the leak detector should track it, or `None`.
+    /// size, or `None`, also when the leak detector is to track this
+    /// allocation: the slow path ([`allocate`](Self::allocate)) then serves
+    /// it, so that the hit path has one outcome and builds its buffer in one
+    /// place.
     #[inline(always)]
-    pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize, bool)> {
+    pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
         let idx = self.classes.index_of(size)?;
+        // The last hit before a trim check or a leak sample is the slow
+        // path's to count.
+        if self.countdown <= 1 {
+            return None;
+        }
         let (region, class_size) = self.take(kind, idx)?;
-        self.count_lookup();
-        let track = self.sample_leak();
-        Some((Allocation::cached(kind, region, idx, self.shared), class_size, track))
+        self.countdown -= 1;
+        Some((Allocation::cached(kind, region, idx, self.shared), class_size))
     }
 
-    /// Any allocation through this cache, with the leak detector's sampling.
+    /// Any allocation through this cache, with whether the leak detector
+    /// tracks it.
     #[inline(always)]
     fn allocate(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
-        if let Some((allocation, _, track)) = self.allocate_cached(kind, size) {
-            return Ok((allocation, track));
+        if let Some((allocation, _)) = self.allocate_cached(kind, size) {
+            return Ok((allocation, false));
         }
-        let allocation = self.allocate_slow(kind, size)?;
-        Ok((allocation, self.sample_leak()))
+        self.allocate_counted(kind, size)
     }
 
-    /// Every other allocation: misses, huge blocks, kinds without arenas.
+    /// What the hot path leaves: a hit that brings the countdown to an event,
+    /// or a miss; counted, with the leak detector's sampling.
     #[cold]
     #[inline(never)]
-    pub(crate) fn allocate_slow(&mut self, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
+    fn allocate_counted(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
+        let hit = self.classes.index_of(size).and_then(|idx| self.take(kind, idx).map(|hit| (idx, hit)));
+        let (allocation, lookup) = match hit {
+            Some((idx, (region, _))) => (Allocation::cached(kind, region, idx, self.shared), true),
+            None => self.allocate_slow(kind, size)?,
+        };
+        Ok((allocation, self.count_slow(lookup)))
+    }
+
+    /// Every other allocation: misses, huge blocks, kinds without arenas;
+    /// with whether it was a lookup of a cached class (for the trim count).
+    fn allocate_slow(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
         let k = kind.index();
         let Some(arena) = self.kinds[k].arena() else {
-            return Pool::allocate_unpooled(&self.shared().pool, kind, size);
+            return Ok((Pool::allocate_unpooled(&self.shared().pool, kind, size)?, false));
         };
         let Some(idx) = self.classes.index_of(size) else {
             let memory = self.shared().pool.within_limit(|| arena.allocate_huge(size))?;
             let detached = Detached::Huge { arena: NonNull::from(arena), memory, owner: HugeOwner::Cache(self.shared) };
             self.local_out += 1;
-            return Ok(Allocation::from_huge(kind, detached));
+            return Ok((Allocation::from_huge(kind, detached), false));
         };
-        if self.kinds[k].stacks[idx].capacity > 0 {
-            self.count_lookup();
-            if self.drain_remote(k, idx) > 0 {
-                if let Some((region, _)) = self.take(kind, idx) {
-                    return Ok(Allocation::cached(kind, region, idx, self.shared));
-                }
+        let lookup = self.kinds[k].stacks[idx].capacity > 0;
+        if lookup && self.drain_remote(k, idx) > 0 {
+            if let Some((region, _)) = self.take(kind, idx) {
+                return Ok((Allocation::cached(kind, region, idx, self.shared), true));
             }
         }
         let arena = self.kinds[k].arena().expect("checked above");
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
         self.local_out += 1;
         let entry = CachedRegion { ptr: region.ptr, handle: region.handle, chunk: region.chunk };
-        Ok(Allocation::cached(kind, entry, idx, self.shared))
+        Ok((Allocation::cached(kind, entry, idx, self.shared), lookup))
     }
 
     /// Takes the newest cached region of class `idx` of `kind` for a buffer,
@@ -1120,22 +1195,21 @@ impl ThreadCache {
     /// is full or the class is not cached (nothing is changed then).
     #[inline(always)]
     fn release_cached(&mut self, allocation: &Allocation) -> bool {
-        let region = CachedRegion { ptr: allocation.ptr, handle: allocation.handle, chunk: allocation.chunk };
-        if !self.keep(allocation.kind(), allocation.size_idx as usize, region) {
+        let kind = allocation.kind();
+        let stacks = &mut self.kinds[kind.index()].stacks;
+        debug_assert!((allocation.size_idx as usize) < stacks.len());
+        // SAFETY: a pooled region's size index is a class index, and there is
+        // a stack for every class.
+        let stack = unsafe { stacks.get_unchecked_mut(allocation.size_idx as usize) };
+        // Room is checked before the region is read, so that nothing is kept
+        // aside for the slow path (which also makes a stack's first slots).
+        if !stack.has_room() {
             return false;
         }
+        stack.push_unchecked(CachedRegion { ptr: allocation.ptr, handle: allocation.handle, chunk: allocation.chunk });
+        self.tally.add_parked(kind, u64::from(stack.class_size));
         self.local_out -= 1;
         true
-    }
-
-    /// Counts a lookup of a cached class: trims and clock checks come due
-    /// by this countdown.
-    #[inline(always)]
-    fn count_lookup(&mut self) {
-        self.countdown -= 1;
-        if self.countdown == 0 {
-            self.countdown_expired();
-        }
     }
 
     /// Moves regions released on other threads into the stacks, until the
@@ -1174,14 +1248,16 @@ impl ThreadCache {
         unsafe { remote.free_to_arena() };
     }
 
+    /// The trim countdown ran out: a trim when the interval or the period is
+    /// over or the pool asked for one, else a new countdown.
     #[cold]
-    fn countdown_expired(&mut self) {
-        self.lookups += self.span;
+    fn trim_countdown_expired(&mut self) {
+        self.lookups += self.trim_span;
         let period_over = self.trim_period.is_some_and(|period| self.last_trim.elapsed() >= period);
         if self.lookups >= self.trim_interval || period_over || self.tally.take_trim_request() {
             self.trim();
         } else {
-            self.reset_countdown();
+            self.reset_trim_countdown();
         }
     }
 
@@ -1202,9 +1278,11 @@ impl ThreadCache {
     }
 
     fn trim_with(&mut self, everything: bool) {
+        self.fold_hits();
         self.lookups = 0;
         self.last_trim = Instant::now();
-        self.reset_countdown();
+        self.reset_trim_countdown();
+        self.arm();
         for cache in &mut self.kinds {
             for idx in 0..cache.stacks.len() {
                 let stack = &mut cache.stacks[idx];

@@ -18,16 +18,20 @@ use crate::allocator::Pool;
 use crate::sync::Arc;
 use crate::thread_cache::{CacheShared, CacheTable, Outbox, ThreadCache};
 
-/// The cache this thread used last.
+/// The cache this thread used last. Without one, the pool id is none of a
+/// pool's and the pointers are null, so each lookup is one comparison, with
+/// no separate check for "no cache". Raw pointers rather than `NonNull`:
+/// with a niche, the thread-local's `Result` was told apart by the loaded
+/// pointer, a null check on every lookup.
 #[derive(Debug, Clone, Copy)]
 struct Current {
     pool_id: usize,
-    cache: Option<NonNull<ThreadCache>>,
-    shared: Option<NonNull<CacheShared>>,
+    cache: *mut ThreadCache,
+    shared: *const CacheShared,
 }
 
 impl Current {
-    const NONE: Current = Current { pool_id: usize::MAX, cache: None, shared: None };
+    const NONE: Current = Current { pool_id: usize::MAX, cache: std::ptr::null_mut(), shared: std::ptr::null() };
 }
 
 #[cfg(not(loom))]
@@ -57,10 +61,11 @@ fn current() -> Current {
 /// closed), and only on this thread; callers must not hold it across a call
 /// that could drop caches.
 #[inline(always)]
-pub(crate) fn current_cache(pool_id: usize) -> Option<NonNull<ThreadCache>> {
+pub(crate) fn current_cache(pool_id: usize) -> Option<*mut ThreadCache> {
     let current = current();
     if current.pool_id == pool_id {
-        current.cache
+        // Set with the pool id in `make_current`, so not null.
+        Some(current.cache)
     } else {
         None
     }
@@ -69,10 +74,11 @@ pub(crate) fn current_cache(pool_id: usize) -> Option<NonNull<ThreadCache>> {
 /// The calling thread's cache whose shared part is `shared`, when it is the
 /// one used last: then this thread is the owner of `shared`.
 #[inline(always)]
-pub(crate) fn current_cache_with(shared: NonNull<CacheShared>) -> Option<NonNull<ThreadCache>> {
+pub(crate) fn current_cache_with(shared: NonNull<CacheShared>) -> Option<*mut ThreadCache> {
     let current = current();
-    if current.shared == Some(shared) {
-        current.cache
+    if current.shared == shared.as_ptr().cast_const() {
+        // Set with the shared part in `make_current`, so not null.
+        Some(current.cache)
     } else {
         None
     }
@@ -82,14 +88,14 @@ pub(crate) fn current_cache_with(shared: NonNull<CacheShared>) -> Option<NonNull
 /// is being dropped.
 pub(crate) fn forget_current(shared: NonNull<CacheShared>) {
     let _ = CURRENT.try_with(|current| {
-        if current.get().shared == Some(shared) {
+        if current.get().shared == shared.as_ptr().cast_const() {
             current.set(Current::NONE);
         }
     });
 }
 
 fn make_current(pool_id: usize, cache: &ThreadCache, at: NonNull<ThreadCache>) {
-    let current = Current { pool_id, shared: Some(cache.shared_ptr()), cache: Some(at) };
+    let current = Current { pool_id, shared: cache.shared_ptr().as_ptr(), cache: at.as_ptr() };
     let _ = CURRENT.try_with(|c| c.set(current));
 }
 

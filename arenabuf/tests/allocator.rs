@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use arenabuf::{AllocError, ByteBuf, PooledAllocator};
+use arenabuf::{AllocError, ByteBuf, LeakLevel, PooledAllocator};
 
 fn one_arena_each() -> PooledAllocator {
     PooledAllocator::builder().heap_arenas(1).direct_arenas(1).build().unwrap()
@@ -174,6 +174,29 @@ fn the_cache_trims_itself_after_the_trim_interval() {
     }
     let arena = direct_arena(&alloc);
     assert_eq!(arena.num_small_deallocations(), 1, "the idle 112-byte class was trimmed");
+}
+
+#[test]
+fn the_trim_comes_at_the_interval_exactly_whatever_the_leak_sampling() {
+    // Hits and misses count alike, and the leak detector's countdown (shared
+    // with the trim's on the hit path) neither hastens nor delays it.
+    for level in [LeakLevel::Disabled, LeakLevel::Simple, LeakLevel::Paranoid] {
+        let alloc = PooledAllocator::builder()
+            .direct_arenas(1)
+            .small_cache_size(16)
+            .cache_trim_interval(100)
+            .leak_detection(level)
+            .build()
+            .unwrap();
+        drop(alloc.direct_buffer(100)); // lookup 1 parks one 112-byte region
+        for _ in 0..98 {
+            drop(alloc.direct_buffer(1000)); // lookups 2..=99
+        }
+        let arena = direct_arena(&alloc);
+        assert_eq!(arena.num_small_deallocations(), 0, "{level:?}: one lookup early");
+        drop(alloc.direct_buffer(1000)); // lookup 100
+        assert_eq!(direct_arena(&alloc).num_small_deallocations(), 1, "{level:?}: trimmed at the interval");
+    }
 }
 
 #[test]
