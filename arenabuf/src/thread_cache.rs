@@ -38,9 +38,10 @@
 //! read-modify-writes on the hot path. Instead, `outstanding` starts at a
 //! large bias standing for the live owner thread; releases on other threads
 //! subtract one each (a batch at a time, when their outbox sends); the owner
-//! counts its own allocations and releases in
-//! a plain integer and settles once, at exit, by adding that count minus
-//! the bias. Whoever brings `outstanding` to zero destroys the shared part.
+//! counts its own allocations and releases in a plain integer (on its slow
+//! paths only: the count includes the regions in its stacks, which a hit or
+//! a release on the owner thread just moves between a stack and a buffer)
+//! and settles once, at exit, by adding that count minus the bias. Whoever brings `outstanding` to zero destroys the shared part.
 //! Before the owner exits the value cannot reach zero (the bias dwarfs any
 //! number of releases); after, it is exactly the number of live buffers.
 
@@ -660,7 +661,8 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
     // that this may be the owner; the lookup decides.
     if shared.owner_token == thread_local::thread_token() {
         let on_owner = thread_local::with_cache_if(shared.pool.id(), shared_ptr, |cache| {
-            cache.local_out -= 1;
+            cache.out_or_parked -= 1;
+            cache.count_release();
             if let Some(region) = region {
                 cache.park(region);
             }
@@ -838,12 +840,13 @@ impl Stack {
     }
 
     /// Removes the `count` oldest regions (at most `len`) and gives them to
-    /// `free`.
-    fn drain_oldest(&mut self, count: usize, mut free: impl FnMut(CachedRegion)) {
+    /// `free`; returns how many went.
+    fn drain_oldest(&mut self, count: usize, mut free: impl FnMut(CachedRegion)) -> usize {
         let (count, len) = (count.min(self.len as usize), self.len as usize);
         self.slots[..count].iter().copied().for_each(&mut free);
         self.slots.copy_within(count..len, 0);
         self.len = (len - count) as u32;
+        count
     }
 
     /// Adds a region on top; false (nothing changed) when the stack is full or
@@ -901,12 +904,20 @@ impl KindCache {
         self.arena.map(|arena| unsafe { arena.as_ref() })
     }
 
-    /// Frees up to `count` of the oldest regions of class `idx` to the arena.
-    fn free_oldest(&mut self, idx: usize, count: usize) {
-        let Some(arena) = self.arena else { return };
+    /// Frees up to `count` of the oldest regions of class `idx` to the arena;
+    /// returns how many went.
+    fn free_oldest(&mut self, idx: usize, count: usize) -> usize {
+        // Without an arena nothing is cached (every capacity is 0).
+        let Some(arena) = self.arena else { return 0 };
         // SAFETY: as in `arena()`.
         let arena = unsafe { arena.as_ref() };
-        self.stacks[idx].drain_oldest(count, |region| arena.free(region.chunk, region.handle, idx));
+        self.stacks[idx].drain_oldest(count, |region| arena.free(region.chunk, region.handle, idx))
+    }
+
+    /// Regions in the stacks.
+    #[cfg(debug_assertions)]
+    fn regions_parked(&self) -> usize {
+        self.stacks.iter().map(|stack| stack.len() as usize).sum()
     }
 }
 
@@ -917,8 +928,17 @@ pub(crate) struct ThreadCache {
     classes: Arc<SizeClasses>,
     /// Indexed by `MemoryKind::index`: heap, direct.
     kinds: [KindCache; 2],
-    /// Buffers allocated through this cache and not released on this thread.
-    local_out: usize,
+    /// Buffers allocated through this cache and not released on this thread
+    /// (what the owner settles at exit, see the module docs), plus the
+    /// regions in the stacks. A hit moves a region from a stack to a buffer
+    /// and a release on this thread moves it back, so neither changes the
+    /// sum: only the slow paths count, and the hot path writes no counter
+    /// for it. The buffers are `out_or_parked - regions parked`.
+    out_or_parked: usize,
+    /// The buffers counted the plain way, to check `out_or_parked` against in
+    /// debug builds.
+    #[cfg(debug_assertions)]
+    local_out_check: usize,
     /// Hits the hot path may still serve before the slow path must count:
     /// the nearer of the trim check and the leak sample (see
     /// [`count_slow`](Self::count_slow)). One counter, so that a hit pays
@@ -1002,7 +1022,9 @@ impl ThreadCache {
             shared,
             classes,
             kinds,
-            local_out: 0,
+            out_or_parked: 0,
+            #[cfg(debug_assertions)]
+            local_out_check: 0,
             countdown: 0,
             span: 0,
             trim_left: 0,
@@ -1016,6 +1038,26 @@ impl ThreadCache {
         cache.next_leak_sample();
         cache.arm();
         cache
+    }
+
+    /// Counts a buffer allocated through this cache, for the debug check of
+    /// `out_or_parked` only.
+    #[inline(always)]
+    fn count_allocation(&mut self) {
+        #[cfg(debug_assertions)]
+        {
+            self.local_out_check += 1;
+        }
+    }
+
+    /// Counts a buffer of this cache released on its thread: the region
+    /// leaves `out_or_parked` unless it is parked (which counts it again).
+    #[inline(always)]
+    fn count_release(&mut self) {
+        #[cfg(debug_assertions)]
+        {
+            self.local_out_check -= 1;
+        }
     }
 
     /// Folds the hits the hot path served since the last arming into the
@@ -1142,7 +1184,8 @@ impl ThreadCache {
         let Some(idx) = self.classes.index_of(size) else {
             let memory = self.shared().pool.within_limit(|| arena.allocate_huge(size))?;
             let detached = Detached::Huge { arena: NonNull::from(arena), memory, owner: HugeOwner::Cache(self.shared) };
-            self.local_out += 1;
+            self.count_allocation();
+            self.out_or_parked += 1;
             return Ok((Allocation::from_huge(kind, detached), false));
         };
         let lookup = self.kinds[k].stacks[idx].capacity > 0;
@@ -1153,7 +1196,8 @@ impl ThreadCache {
         }
         let arena = self.kinds[k].arena().expect("checked above");
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
-        self.local_out += 1;
+        self.out_or_parked += 1;
+        self.count_allocation();
         let entry = CachedRegion { ptr: region.ptr, handle: region.handle, chunk: region.chunk };
         Ok((Allocation::cached(kind, entry, idx, self.shared), lookup))
     }
@@ -1171,7 +1215,7 @@ impl ThreadCache {
         stack.hits += 1;
         let class_size = stack.class_size as usize;
         self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
-        self.local_out += 1;
+        self.count_allocation();
         Some((region, class_size))
     }
 
@@ -1208,7 +1252,7 @@ impl ThreadCache {
         }
         stack.push_unchecked(CachedRegion { ptr: allocation.ptr, handle: allocation.handle, chunk: allocation.chunk });
         self.tally.add_parked(kind, u64::from(stack.class_size));
-        self.local_out -= 1;
+        self.count_release();
         true
     }
 
@@ -1242,6 +1286,7 @@ impl ThreadCache {
         let kind = MemoryKind::ALL.into_iter().find(|&kind| self.kinds[kind.index()].arena == Some(remote.arena));
         let region = CachedRegion { ptr: remote.region.ptr, handle: remote.region.handle, chunk: remote.region.chunk };
         if kind.is_some_and(|kind| self.keep(kind, remote.region.size_idx as usize, region)) {
+            self.out_or_parked += 1;
             return;
         }
         // SAFETY: the region belongs to this cache's pool, alive through it.
@@ -1288,8 +1333,13 @@ impl ThreadCache {
                 let stack = &mut cache.stacks[idx];
                 let excess = if everything { usize::MAX } else { stack.capacity.saturating_sub(stack.hits) as usize };
                 stack.hits = 0;
-                cache.free_oldest(idx, excess);
+                self.out_or_parked -= cache.free_oldest(idx, excess);
             }
+        }
+        #[cfg(debug_assertions)]
+        {
+            let parked: usize = self.kinds.iter().map(KindCache::regions_parked).sum();
+            assert_eq!(self.out_or_parked - parked, self.local_out_check, "buffers out: slow-path count vs plain");
         }
         self.publish_parked();
         self.shared().free_queued();
@@ -1375,7 +1425,7 @@ impl Drop for ThreadCache {
         shared.closed.store(true, Ordering::SeqCst);
         for cache in &mut self.kinds {
             for idx in 0..cache.stacks.len() {
-                cache.free_oldest(idx, usize::MAX);
+                self.out_or_parked -= cache.free_oldest(idx, usize::MAX);
             }
             if let Some(arena) = cache.arena() {
                 arena.unbind_thread_cache();
@@ -1383,7 +1433,11 @@ impl Drop for ThreadCache {
         }
         self.publish_parked();
         shared.free_queued();
-        let settle = self.local_out.wrapping_sub(OWNER_BIAS);
+        // The stacks are empty now: what is left is the buffers out.
+        let local_out = self.out_or_parked;
+        #[cfg(debug_assertions)]
+        assert_eq!(local_out, self.local_out_check, "buffers out, counted on the slow paths and the plain way");
+        let settle = local_out.wrapping_sub(OWNER_BIAS);
         let before = shared.outstanding.fetch_add(settle, Ordering::AcqRel);
         if before.wrapping_add(settle) == 0 {
             // SAFETY: no buffer of this cache is alive and the owner is gone.
