@@ -328,9 +328,41 @@ pub(crate) struct Allocation {
     ptr: NonNull<u8>,
     handle: Handle,
     owner: NonNull<()>,
-    chunk: u32,
-    size_idx: u8,
-    tag: u8,
+    meta: Meta,
+}
+
+/// A region's chunk index, size class and tag in one word, so that a
+/// buffer built from a cached region copies it with one load and one store
+/// (stores, not instructions, bound the hot path), and a stack keeps it as
+/// the buffer had it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta(u64);
+
+impl Meta {
+    #[inline(always)]
+    fn new(chunk: u32, size_idx: u8, tag: u8) -> Meta {
+        Meta(u64::from(chunk) | u64::from(size_idx) << 32 | u64::from(tag) << 40)
+    }
+
+    #[inline(always)]
+    fn chunk(self) -> u32 {
+        self.0 as u32
+    }
+
+    #[inline(always)]
+    fn size_idx(self) -> u8 {
+        (self.0 >> 32) as u8
+    }
+
+    #[inline(always)]
+    fn tag(self) -> u8 {
+        (self.0 >> 40) as u8
+    }
+
+    #[inline(always)]
+    fn with_tag(self, tag: u8) -> Meta {
+        Meta::new(self.chunk(), self.size_idx(), tag)
+    }
 }
 
 /// What a tracked allocation's `owner` points to: the owner pointer it
@@ -361,10 +393,10 @@ impl Allocation {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         match self.detached() {
-            None => self.shared().pool.size_classes().size_of(self.size_idx as usize),
+            None => self.shared().pool.size_classes().size_of(self.meta.size_idx() as usize),
             Some(Detached::Uncached { arena, .. }) => {
                 // SAFETY: the Detached holds the pool, which owns the arena.
-                unsafe { arena.as_ref() }.size_classes().size_of(self.size_idx as usize)
+                unsafe { arena.as_ref() }.size_classes().size_of(self.meta.size_idx() as usize)
             }
             Some(Detached::Huge { memory, .. } | Detached::Unpooled { memory, .. }) => memory.len(),
         }
@@ -377,7 +409,7 @@ impl Allocation {
         }
         let tracked = Box::new(Tracked { owner: self.owner, tracker });
         self.owner = NonNull::from(Box::leak(tracked)).cast();
-        self.tag |= TRACKED;
+        self.meta = self.meta.with_tag(self.tag() | TRACKED);
     }
 
     /// The leak detector of the allocation's pool.
@@ -388,13 +420,13 @@ impl Allocation {
     /// Takes the leak detector's tracking away, to move it to another
     /// allocation (or to end it once the region is back).
     pub(crate) fn take_leak_tracker(&mut self) -> Option<LeakTracker> {
-        if self.tag & TRACKED == 0 {
+        if self.tag() & TRACKED == 0 {
             return None;
         }
         // SAFETY: with TRACKED set, `owner` is the box leaked in
         // `set_leak_tracker`; clearing the bit below hands it back once.
         let tracked = unsafe { Box::from_raw(self.owner.cast::<Tracked>().as_ptr()) };
-        self.tag &= !TRACKED;
+        self.meta = self.meta.with_tag(self.tag() & !TRACKED);
         self.owner = tracked.owner;
         Some(tracked.tracker)
     }
@@ -407,7 +439,7 @@ impl Allocation {
     fn tracked(&self) -> Option<&Tracked> {
         // SAFETY: with TRACKED set, `owner` is the allocation's own `Tracked`
         // box (`set_leak_tracker`), alive until `take_leak_tracker`.
-        (self.tag & TRACKED != 0).then(|| unsafe { self.owner.cast::<Tracked>().as_ref() })
+        (self.tag() & TRACKED != 0).then(|| unsafe { self.owner.cast::<Tracked>().as_ref() })
     }
 
     /// The owner pointer, seen through a `Tracked` box if there is one.
@@ -418,7 +450,7 @@ impl Allocation {
     /// Whether the memory is direct (mmap-backed) rather than heap.
     #[inline(always)]
     pub(crate) fn is_direct(&self) -> bool {
-        self.tag & DIRECT != 0
+        self.tag() & DIRECT != 0
     }
 
     /// Heap or direct.
@@ -432,14 +464,14 @@ impl Allocation {
     }
 
     fn shared(&self) -> &CacheShared {
-        debug_assert_eq!(self.tag & SOURCE_MASK, SOURCE_CACHE);
+        debug_assert_eq!(self.tag() & SOURCE_MASK, SOURCE_CACHE);
         // SAFETY: a cache-sourced allocation is counted in its CacheShared's
         // outstanding buffers, which keeps the shared part alive.
         unsafe { self.owner().cast::<CacheShared>().as_ref() }
     }
 
     fn detached(&self) -> Option<&Detached> {
-        if self.tag & SOURCE_MASK == SOURCE_CACHE {
+        if self.tag() & SOURCE_MASK == SOURCE_CACHE {
             return None;
         }
         // SAFETY: for other sources `owner` is the allocation's own box.
@@ -460,9 +492,7 @@ impl Allocation {
         Allocation {
             ptr,
             handle,
-            chunk,
-            size_idx,
-            tag: Allocation::tag_for(kind, SOURCE_DETACHED),
+            meta: Meta::new(chunk, size_idx, Allocation::tag_for(kind, SOURCE_DETACHED)),
             owner: NonNull::from(Box::leak(Box::new(detached))).cast(),
         }
     }
@@ -520,14 +550,14 @@ impl Allocation {
     /// A region from a thread cache's stack or its arena.
     #[inline(always)]
     fn cached(kind: MemoryKind, entry: CachedRegion, size_idx: usize, shared: NonNull<CacheShared>) -> Allocation {
-        Allocation {
-            ptr: entry.ptr,
-            handle: entry.handle,
-            chunk: entry.chunk,
-            size_idx: size_idx as u8,
-            tag: Allocation::tag_for(kind, SOURCE_CACHE),
-            owner: shared.cast(),
-        }
+        debug_assert_eq!(entry.meta, CachedRegion::meta_for(kind, entry.meta.chunk(), size_idx));
+        Allocation { ptr: entry.ptr, handle: entry.handle, meta: entry.meta, owner: shared.cast() }
+    }
+
+    /// The tag: memory kind, source, tracking.
+    #[inline(always)]
+    fn tag(&self) -> u8 {
+        self.meta.tag()
     }
 
     #[cold]
@@ -538,7 +568,7 @@ impl Allocation {
         match *detached {
             Detached::Uncached { arena, pool } => {
                 // SAFETY: `pool` owns the arena and lives to the end of this arm.
-                unsafe { arena.as_ref() }.free(self.chunk, self.handle, self.size_idx as usize);
+                unsafe { arena.as_ref() }.free(self.meta.chunk(), self.handle, self.meta.size_idx() as usize);
                 drop(pool);
             }
             Detached::Huge { arena, memory, owner } => {
@@ -559,7 +589,7 @@ impl Allocation {
 impl Drop for Allocation {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.tag & (SOURCE_MASK | TRACKED) == SOURCE_CACHE {
+        if self.tag() & (SOURCE_MASK | TRACKED) == SOURCE_CACHE {
             if let Some(cache) = thread_local::current_cache_with(self.owner.cast()) {
                 // SAFETY: `CURRENT` names this thread's live cache whose shared
                 // part is this allocation's (the pointer is set with the shared
@@ -590,7 +620,7 @@ impl Allocation {
     }
 
     fn release_slow(&mut self) {
-        if self.tag & SOURCE_MASK != SOURCE_CACHE {
+        if self.tag() & SOURCE_MASK != SOURCE_CACHE {
             return self.drop_detached();
         }
         let shared_ptr = self.owner.cast::<CacheShared>();
@@ -598,8 +628,12 @@ impl Allocation {
         // buffers, so the shared part is alive.
         let shared = unsafe { shared_ptr.as_ref() };
         let arena = shared.arenas[self.kind().index()].expect("a pooled region has an arena");
-        let region =
-            PooledRegion { ptr: self.ptr, chunk: self.chunk, handle: self.handle, size_idx: self.size_idx.into() };
+        let region = PooledRegion {
+            ptr: self.ptr,
+            chunk: self.meta.chunk(),
+            handle: self.handle,
+            size_idx: self.meta.size_idx().into(),
+        };
         // SAFETY: counted (above); this call ends the count.
         unsafe { release_to_owner(shared_ptr, Some(RemoteRegion { arena, region })) }
     }
@@ -778,12 +812,26 @@ impl Drop for Outbox {
     }
 }
 
-/// A cached region: what a stack keeps of it.
+/// A cached region: what a stack keeps of it. `meta` is what a buffer of
+/// the stack's class and kind, from a cache and untracked, carries.
 #[derive(Debug, Clone, Copy)]
 struct CachedRegion {
     ptr: NonNull<u8>,
     handle: Handle,
-    chunk: u32,
+    meta: Meta,
+}
+
+impl CachedRegion {
+    fn meta_for(kind: MemoryKind, chunk: u32, size_idx: usize) -> Meta {
+        Meta::new(chunk, size_idx as u8, Allocation::tag_for(kind, SOURCE_CACHE))
+    }
+
+    /// A region the arena handed out (or another thread gave back) for the
+    /// stacks of `kind`.
+    fn of(kind: MemoryKind, region: &PooledRegion) -> CachedRegion {
+        let meta = CachedRegion::meta_for(kind, region.chunk, region.size_idx as usize);
+        CachedRegion { ptr: region.ptr, handle: region.handle, meta }
+    }
 }
 
 /// Cached regions of one size class: a stack whose storage is made on first
@@ -836,7 +884,7 @@ impl Stack {
         let slot = unsafe { self.slots.get_unchecked(self.len as usize) };
         // Field by field: a whole-struct copy loses the compiler's knowledge
         // that `ptr` is not null, and the caller's `Option` checks it again.
-        Some(CachedRegion { ptr: slot.ptr, handle: slot.handle, chunk: slot.chunk })
+        Some(CachedRegion { ptr: slot.ptr, handle: slot.handle, meta: slot.meta })
     }
 
     /// Removes the `count` oldest regions (at most `len`) and gives them to
@@ -911,7 +959,7 @@ impl KindCache {
         let Some(arena) = self.arena else { return 0 };
         // SAFETY: as in `arena()`.
         let arena = unsafe { arena.as_ref() };
-        self.stacks[idx].drain_oldest(count, |region| arena.free(region.chunk, region.handle, idx))
+        self.stacks[idx].drain_oldest(count, |region| arena.free(region.meta.chunk(), region.handle, idx))
     }
 
     /// Regions in the stacks.
@@ -1198,7 +1246,7 @@ impl ThreadCache {
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
         self.out_or_parked += 1;
         self.count_allocation();
-        let entry = CachedRegion { ptr: region.ptr, handle: region.handle, chunk: region.chunk };
+        let entry = CachedRegion::of(kind, &region);
         Ok((Allocation::cached(kind, entry, idx, self.shared), lookup))
     }
 
@@ -1241,16 +1289,18 @@ impl ThreadCache {
     fn release_cached(&mut self, allocation: &Allocation) -> bool {
         let kind = allocation.kind();
         let stacks = &mut self.kinds[kind.index()].stacks;
-        debug_assert!((allocation.size_idx as usize) < stacks.len());
+        let size_idx = allocation.meta.size_idx() as usize;
+        debug_assert!(size_idx < stacks.len());
         // SAFETY: a pooled region's size index is a class index, and there is
         // a stack for every class.
-        let stack = unsafe { stacks.get_unchecked_mut(allocation.size_idx as usize) };
+        let stack = unsafe { stacks.get_unchecked_mut(size_idx) };
         // Room is checked before the region is read, so that nothing is kept
         // aside for the slow path (which also makes a stack's first slots).
         if !stack.has_room() {
             return false;
         }
-        stack.push_unchecked(CachedRegion { ptr: allocation.ptr, handle: allocation.handle, chunk: allocation.chunk });
+        // Untracked and from a cache (the caller checked): the meta is as kept.
+        stack.push_unchecked(CachedRegion { ptr: allocation.ptr, handle: allocation.handle, meta: allocation.meta });
         self.tally.add_parked(kind, u64::from(stack.class_size));
         self.count_release();
         true
@@ -1284,8 +1334,9 @@ impl ThreadCache {
     /// full or the class is not cached.
     fn park(&mut self, remote: RemoteRegion) {
         let kind = MemoryKind::ALL.into_iter().find(|&kind| self.kinds[kind.index()].arena == Some(remote.arena));
-        let region = CachedRegion { ptr: remote.region.ptr, handle: remote.region.handle, chunk: remote.region.chunk };
-        if kind.is_some_and(|kind| self.keep(kind, remote.region.size_idx as usize, region)) {
+        if kind.is_some_and(|kind| {
+            self.keep(kind, remote.region.size_idx as usize, CachedRegion::of(kind, &remote.region))
+        }) {
             self.out_or_parked += 1;
             return;
         }
