@@ -425,33 +425,20 @@ impl PooledAllocator {
 
     /// The plain methods: a cache hit inline, everything else (misses, and
     /// the allocations the leak detector samples) out of line.
-    ///
-    /// Both arms end in the one `ByteBuf` built here, so that it is built
-    /// straight in the caller's place. A buffer built in one arm and returned
-    /// by a call in the other is built in a temporary and copied, and the
-    /// copy (16-byte loads of the 8-byte stores just made) stalls.
     #[inline(always)]
     #[track_caller]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
-        let (allocation, room) = match thread_cache::allocate_cached(self.pool(), kind, capacity) {
-            Some(hit) => hit,
-            None => self.allocation_slow(kind, capacity),
-        };
-        ByteBuf::with_room(allocation, room, capacity, DEFAULT_MAX_CAPACITY.max(capacity))
+        match thread_cache::cached_buffer(self.pool(), kind, capacity, DEFAULT_MAX_CAPACITY.max(capacity)) {
+            Some(buf) => buf,
+            None => self.buffer_slow(kind, capacity),
+        }
     }
 
-    /// A miss, or an allocation the leak detector samples: the region
-    /// (tracked when sampled) and its usable length.
     #[cold]
     #[inline(never)]
     #[track_caller]
-    fn allocation_slow(&self, kind: MemoryKind, capacity: usize) -> (Allocation, usize) {
-        let (mut allocation, track) = Pool::allocate(self.pool(), kind, capacity).unwrap_or_else(|e| alloc_failed(e));
-        if track {
-            self.track(&mut allocation, capacity);
-        }
-        let room = allocation.len();
-        (allocation, room)
+    fn buffer_slow(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
+        self.try_buffer(kind, capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| alloc_failed(e))
     }
 
     /// A buffer of `capacity` bytes of the preferred kind: direct.

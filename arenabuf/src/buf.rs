@@ -179,6 +179,12 @@ fn shrinks_in_place(new_capacity: usize, room: usize) -> bool {
 /// assert_eq!(buf.read_u32(), 0xCAFE_BABE);
 /// assert_eq!(&buf[..], b"hi");
 /// ```
+// `repr(C)`, the allocation first: a hit copies the cached region into it
+// 16 bytes at a time, where a move of the new buffer reads it back. (A
+// 16-byte load of data just written by smaller stores waits for them to
+// reach the cache, a store-forwarding stall; Rust's own field order split
+// the copy. `hot` 256 B: 19.5 -> 17.2 ns.)
+#[repr(C)]
 pub struct ByteBuf {
     storage: Storage,
     /// Byte 0 of this part, in `storage`'s region.

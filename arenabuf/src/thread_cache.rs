@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 
 use crate::allocator::Pool;
 use crate::arena::{Arena, PooledRegion};
+use crate::buf::ByteBuf;
 use crate::cache_registry::CacheTally;
 use crate::chunk::Handle;
 use crate::config::Config;
@@ -323,11 +324,17 @@ enum HugeOwner {
 /// owner pointer: a `CacheShared` for regions from thread caches, a boxed
 /// [`Detached`] for the rest, or, when the leak detector tracks the
 /// allocation, a boxed [`Tracked`] that holds one of those and the tracker.
+// `repr(C)`, in the order of a `CachedRegion`: a hit copies the cached
+// region into a buffer as two 16-byte loads and stores, which a move of the
+// new buffer can read back at once (a 16-byte load of data stored in 8-byte
+// halves waits for the stores to reach the cache: a store-forwarding stall
+// that cost more than the whole hit).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Allocation {
     ptr: NonNull<u8>,
-    handle: Handle,
     owner: NonNull<()>,
+    handle: Handle,
     meta: Meta,
 }
 
@@ -547,11 +554,29 @@ impl Allocation {
         Allocation::from_detached(ptr, kind, detached, None)
     }
 
+    /// The allocation of a region just popped from a stack, read straight
+    /// from its slot as one 32-byte copy.
+    ///
+    /// # Safety
+    ///
+    /// `slot` was just popped (for this allocation alone) and nothing has
+    /// been pushed onto its stack since.
+    #[inline(always)]
+    unsafe fn from_slot(slot: NonNull<CachedRegion>) -> Allocation {
+        // SAFETY: the slot holds the popped region until the next push (this
+        // function's contract). A `CachedRegion` is an `Allocation`'s fields
+        // in its `repr(C)` order (checked at compile time below), with the
+        // values a cached allocation has (`CachedRegion::of`, `release_cached`).
+        unsafe { slot.cast::<Allocation>().read() }
+    }
+
     /// A region from a thread cache's stack or its arena.
     #[inline(always)]
     fn cached(kind: MemoryKind, entry: CachedRegion, size_idx: usize, shared: NonNull<CacheShared>) -> Allocation {
         debug_assert_eq!(entry.meta, CachedRegion::meta_for(kind, entry.meta.chunk(), size_idx));
-        Allocation { ptr: entry.ptr, handle: entry.handle, meta: entry.meta, owner: shared.cast() }
+        debug_assert_eq!(entry.owner, shared.cast());
+        // Field for field as the cached region, so one 32-byte copy.
+        Allocation { ptr: entry.ptr, owner: entry.owner, handle: entry.handle, meta: entry.meta }
     }
 
     /// The tag: memory kind, source, tracking.
@@ -655,14 +680,31 @@ pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Resul
     allocate_unbound(pool, kind, size)
 }
 
-/// The hit path alone: a cached region for the calling thread, or `None`
-/// for anything that needs more (a miss, another pool, a huge size).
+/// The hit path of the plain methods: a buffer of `capacity` bytes from the
+/// calling thread's cache, or `None` for anything that needs more.
+///
+/// The buffer is built from the cached region in place: its allocation is a
+/// 32-byte copy of the region's slot (two 16-byte loads and stores), not a
+/// value passed on through an `Option`, which the compiler takes apart into
+/// 8-byte stores (see [`Allocation`]'s layout).
 #[inline(always)]
-pub(crate) fn allocate_cached(pool: &Pool, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
+pub(crate) fn cached_buffer(pool: &Pool, kind: MemoryKind, capacity: usize, max_capacity: usize) -> Option<ByteBuf> {
     let cache = thread_local::current_cache(pool.id())?;
     // SAFETY: as in `allocate`.
-    unsafe { &mut *cache }.allocate_cached(kind, size)
+    let cache = unsafe { &mut *cache };
+    let (slot, room) = cache.take_slot(kind, capacity)?;
+    // SAFETY: just popped for this buffer; nothing pushes in between.
+    let allocation = unsafe { Allocation::from_slot(slot) };
+    Some(ByteBuf::with_room(allocation, room, capacity, max_capacity))
 }
+
+const _: () = assert!(
+    std::mem::size_of::<CachedRegion>() == std::mem::size_of::<Allocation>()
+        && std::mem::offset_of!(CachedRegion, ptr) == std::mem::offset_of!(Allocation, ptr)
+        && std::mem::offset_of!(CachedRegion, owner) == std::mem::offset_of!(Allocation, owner)
+        && std::mem::offset_of!(CachedRegion, handle) == std::mem::offset_of!(Allocation, handle)
+        && std::mem::offset_of!(CachedRegion, meta) == std::mem::offset_of!(Allocation, meta)
+);
 
 /// The thread's `CURRENT` cache is another pool's, or none yet.
 #[cold]
@@ -815,8 +857,11 @@ impl Drop for Outbox {
 /// A cached region: what a stack keeps of it. `meta` is what a buffer of
 /// the stack's class and kind, from a cache and untracked, carries.
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 struct CachedRegion {
     ptr: NonNull<u8>,
+    /// The cache's shared part: what the buffer's `owner` will be.
+    owner: NonNull<()>,
     handle: Handle,
     meta: Meta,
 }
@@ -828,9 +873,9 @@ impl CachedRegion {
 
     /// A region the arena handed out (or another thread gave back) for the
     /// stacks of `kind`.
-    fn of(kind: MemoryKind, region: &PooledRegion) -> CachedRegion {
+    fn of(kind: MemoryKind, region: &PooledRegion, shared: NonNull<CacheShared>) -> CachedRegion {
         let meta = CachedRegion::meta_for(kind, region.chunk, region.size_idx as usize);
-        CachedRegion { ptr: region.ptr, handle: region.handle, meta }
+        CachedRegion { ptr: region.ptr, owner: shared.cast(), handle: region.handle, meta }
     }
 }
 
@@ -872,19 +917,16 @@ impl Stack {
         self.len
     }
 
-    /// Takes the newest region.
+    /// Takes the newest region, leaving it in its slot until the next push.
     #[inline(always)]
-    fn pop(&mut self) -> Option<CachedRegion> {
+    fn pop_slot(&mut self) -> Option<NonNull<CachedRegion>> {
         if self.len == 0 {
             return None;
         }
         debug_assert!(self.len <= self.room && self.slots.len() == self.room as usize);
         self.len -= 1;
         // SAFETY: `len < room == slots.len()`.
-        let slot = unsafe { self.slots.get_unchecked(self.len as usize) };
-        // Field by field: a whole-struct copy loses the compiler's knowledge
-        // that `ptr` is not null, and the caller's `Option` checks it again.
-        Some(CachedRegion { ptr: slot.ptr, handle: slot.handle, meta: slot.meta })
+        Some(NonNull::from(unsafe { self.slots.get_unchecked(self.len as usize) }))
     }
 
     /// Removes the `count` oldest regions (at most `len`) and gives them to
@@ -1188,15 +1230,31 @@ impl ThreadCache {
     /// place.
     #[inline(always)]
     pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
+        let (slot, class_size) = self.take_slot(kind, size)?;
+        // SAFETY: just popped for this allocation; nothing pushes in between.
+        Some((unsafe { Allocation::from_slot(slot) }, class_size))
+    }
+
+    /// The hit path's pop: the slot of the newest cached region of `size`'s
+    /// class (valid until the stack's next push), with the class size.
+    #[inline(always)]
+    fn take_slot(&mut self, kind: MemoryKind, size: usize) -> Option<(NonNull<CachedRegion>, usize)> {
         let idx = self.classes.index_of(size)?;
         // The last hit before a trim check or a leak sample is the slow
         // path's to count.
         if self.countdown <= 1 {
             return None;
         }
-        let (region, class_size) = self.take(kind, idx)?;
+        let (slot, class_size) = self.pop_counted(kind, idx)?;
         self.countdown -= 1;
-        Some((Allocation::cached(kind, region, idx, self.shared), class_size))
+        #[cfg(debug_assertions)]
+        {
+            // SAFETY: just popped; the slot keeps the region until the next push.
+            let region = unsafe { slot.as_ref() };
+            debug_assert_eq!(region.meta, CachedRegion::meta_for(kind, region.meta.chunk(), idx));
+            debug_assert_eq!(region.owner, self.shared.cast());
+        }
+        Some((slot, class_size))
     }
 
     /// Any allocation through this cache, with whether the leak detector
@@ -1246,7 +1304,7 @@ impl ThreadCache {
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
         self.out_or_parked += 1;
         self.count_allocation();
-        let entry = CachedRegion::of(kind, &region);
+        let entry = CachedRegion::of(kind, &region, self.shared);
         Ok((Allocation::cached(kind, entry, idx, self.shared), lookup))
     }
 
@@ -1254,17 +1312,27 @@ impl ThreadCache {
     /// with the class size.
     #[inline(always)]
     fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(CachedRegion, usize)> {
+        let (slot, class_size) = self.pop_counted(kind, idx)?;
+        // SAFETY: just popped; the slot keeps the region until the next push.
+        Some((unsafe { *slot.as_ptr() }, class_size))
+    }
+
+    /// Pops the newest region of class `idx` of `kind` for a buffer, counting
+    /// the hit and the parked bytes; gives its slot (valid until the stack's
+    /// next push) and the class size.
+    #[inline(always)]
+    fn pop_counted(&mut self, kind: MemoryKind, idx: usize) -> Option<(NonNull<CachedRegion>, usize)> {
         let stacks = &mut self.kinds[kind.index()].stacks;
         debug_assert!(idx < stacks.len());
         // SAFETY: callers pass a class index (from `index_of`), and there is a
         // stack for every class.
         let stack = unsafe { stacks.get_unchecked_mut(idx) };
-        let region = stack.pop()?;
+        let slot = stack.pop_slot()?;
         stack.hits += 1;
         let class_size = stack.class_size as usize;
         self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
         self.count_allocation();
-        Some((region, class_size))
+        Some((slot, class_size))
     }
 
     /// Keeps a region in stack `size_idx` of `kind`; false when the stack is
@@ -1300,7 +1368,12 @@ impl ThreadCache {
             return false;
         }
         // Untracked and from a cache (the caller checked): the meta is as kept.
-        stack.push_unchecked(CachedRegion { ptr: allocation.ptr, handle: allocation.handle, meta: allocation.meta });
+        stack.push_unchecked(CachedRegion {
+            ptr: allocation.ptr,
+            owner: allocation.owner,
+            handle: allocation.handle,
+            meta: allocation.meta,
+        });
         self.tally.add_parked(kind, u64::from(stack.class_size));
         self.count_release();
         true
@@ -1334,8 +1407,9 @@ impl ThreadCache {
     /// full or the class is not cached.
     fn park(&mut self, remote: RemoteRegion) {
         let kind = MemoryKind::ALL.into_iter().find(|&kind| self.kinds[kind.index()].arena == Some(remote.arena));
+        let shared = self.shared;
         if kind.is_some_and(|kind| {
-            self.keep(kind, remote.region.size_idx as usize, CachedRegion::of(kind, &remote.region))
+            self.keep(kind, remote.region.size_idx as usize, CachedRegion::of(kind, &remote.region, shared))
         }) {
             self.out_or_parked += 1;
             return;
