@@ -72,7 +72,7 @@ pub(crate) struct Pool {
     /// starting together do not all pick the same least-used one (Netty
     /// synchronises the same step).
     binding: Mutex<()>,
-    /// The configured level, read on every allocation: one branch.
+    /// The leak detector; the thread caches sample allocations for it.
     leak: Arc<LeakDetector>,
 }
 
@@ -526,8 +526,7 @@ impl PooledAllocator {
     }
 
     /// Has the leak detector track a sampled allocation, made at the
-    /// caller's location. Out of line and in place, so that the common arm
-    /// builds its buffer straight in the caller's place.
+    /// caller's location; out of line, as sampled allocations are rare.
     #[cold]
     #[inline(never)]
     #[track_caller]

@@ -595,10 +595,8 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr + capacity` lies in this part's window of a live
-        // region (the storage keeps it alive), is initialised, and nobody
-        // writes it while `self` is borrowed: other parts write only their
-        // own windows, views never write.
+        // Other parts write only their own windows, and views never write.
+        // SAFETY: `ptr..+capacity` is initialised, in this part's window of a region `storage` keeps alive.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.capacity()) }
     }
 
@@ -737,10 +735,8 @@ impl ByteBuf {
         }
         let guard = AbortOnUnwind;
         let slot: *mut Storage = &mut self.storage;
-        // SAFETY: `slot` is valid and initialised; the value read out is
-        // written back before `self.storage` is used again, and if `change`
-        // unwinds instead, the guard aborts the process, so the moved-out
-        // value is never dropped or read twice.
+        // If `change` unwinds, the guard aborts, so the value is never dropped or read twice.
+        // SAFETY: `slot` is valid and initialised, and is written back before `self.storage` is used again.
         unsafe { slot.write(change(slot.read())) };
         std::mem::forget(guard);
     }
@@ -757,11 +753,9 @@ impl ByteBuf {
             }
         }
         let target = allocation.ptr();
-        // SAFETY: both ranges are initialised and `writer_index` bytes long
-        // (`writer_index <= capacity` of the old part, `<= new_capacity <=
-        // allocation.len()` of the new one); the old range is only read
-        // (views may read it too), the new region is ours alone, and the two
-        // regions are distinct because both are alive.
+        // `writer_index` is at most the old part's capacity and at most `new_capacity <= allocation.len()`;
+        // the old range is only read, and the two regions are distinct because both are alive.
+        // SAFETY: both ranges are initialised and `writer_index` bytes long; the new region is ours alone.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), target.as_ptr(), self.writer_index()) };
         self.room = to_index(allocation.len());
         self.storage = Storage::Unique(allocation);

@@ -284,12 +284,12 @@ impl ChunkLists {
         empty.sort_unstable_by_key(|&(emptied_at, _)| std::cmp::Reverse(emptied_at));
         let mut expired = Vec::new();
         self.next_expiry = None;
-        for (i, &(emptied_at, id)) in empty.iter().enumerate() {
-            if i >= EMPTY_RESERVE && now.duration_since(emptied_at) > EMPTY_CHUNK_DECAY {
+        for &(emptied_at, id) in empty.iter().skip(EMPTY_RESERVE) {
+            if now.duration_since(emptied_at) > EMPTY_CHUNK_DECAY {
                 self.unlink(id);
                 self.empty_chunks -= 1;
                 expired.push(self.remove(id));
-            } else if i >= EMPTY_RESERVE {
+            } else {
                 let expiry = emptied_at + EMPTY_CHUNK_DECAY;
                 self.next_expiry = Some(self.next_expiry.map_or(expiry, |e| e.min(expiry)));
             }
@@ -407,9 +407,8 @@ mod tests {
     }
 
     /// Frees a run; returns how many chunks that destroyed.
-    fn free(classes: &SizeClasses, lists: &mut ChunkLists, (id, h): (u32, Handle)) -> usize {
-        lists.get_mut(id).free_run(classes, h);
-        lists.after_free(id).len()
+    fn free(classes: &SizeClasses, lists: &mut ChunkLists, region: (u32, Handle)) -> usize {
+        free_at(classes, lists, region, Instant::now())
     }
 
     #[test]

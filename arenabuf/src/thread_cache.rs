@@ -41,7 +41,8 @@
 //! counts its own allocations and releases in a plain integer (on its slow
 //! paths only: the count includes the regions in its stacks, which a hit or
 //! a release on the owner thread just moves between a stack and a buffer)
-//! and settles once, at exit, by adding that count minus the bias. Whoever brings `outstanding` to zero destroys the shared part.
+//! and settles once, at exit, by adding that count minus the bias. Whoever
+//! brings `outstanding` to zero destroys the shared part.
 //! Before the owner exits the value cannot reach zero (the bias dwarfs any
 //! number of releases); after, it is exactly the number of live buffers.
 
@@ -252,8 +253,7 @@ impl CacheShared {
     /// Gives every queued region back to its arena.
     fn free_queued(&self) {
         while let Some(batch) = self.pop_remote() {
-            // SAFETY: queued regions belong to this cache's pool, which the
-            // shared part keeps alive.
+            // SAFETY: queued regions belong to this cache's pool, which the shared part keeps alive.
             unsafe { batch.free_to_arenas() };
         }
     }
@@ -430,8 +430,7 @@ impl Allocation {
         if self.tag() & TRACKED == 0 {
             return None;
         }
-        // SAFETY: with TRACKED set, `owner` is the box leaked in
-        // `set_leak_tracker`; clearing the bit below hands it back once.
+        // SAFETY: with TRACKED set, `owner` is the box `set_leak_tracker` leaked; clearing the bit hands it back once.
         let tracked = unsafe { Box::from_raw(self.owner.cast::<Tracked>().as_ptr()) };
         self.meta = self.meta.with_tag(self.tag() & !TRACKED);
         self.owner = tracked.owner;
@@ -444,8 +443,7 @@ impl Allocation {
     }
 
     fn tracked(&self) -> Option<&Tracked> {
-        // SAFETY: with TRACKED set, `owner` is the allocation's own `Tracked`
-        // box (`set_leak_tracker`), alive until `take_leak_tracker`.
+        // SAFETY: with TRACKED set, `owner` is this allocation's `Tracked` box, alive until `take_leak_tracker`.
         (self.tag() & TRACKED != 0).then(|| unsafe { self.owner.cast::<Tracked>().as_ref() })
     }
 
@@ -472,8 +470,7 @@ impl Allocation {
 
     fn shared(&self) -> &CacheShared {
         debug_assert_eq!(self.tag() & SOURCE_MASK, SOURCE_CACHE);
-        // SAFETY: a cache-sourced allocation is counted in its CacheShared's
-        // outstanding buffers, which keeps the shared part alive.
+        // SAFETY: a cache-sourced allocation is counted in its shared part's outstanding buffers: alive.
         unsafe { self.owner().cast::<CacheShared>().as_ref() }
     }
 
@@ -563,20 +560,15 @@ impl Allocation {
     /// been pushed onto its stack since.
     #[inline(always)]
     unsafe fn from_slot(slot: NonNull<CachedRegion>) -> Allocation {
-        // SAFETY: the slot holds the popped region until the next push (this
-        // function's contract). A `CachedRegion` is an `Allocation`'s fields
-        // in its `repr(C)` order (checked at compile time below), with the
-        // values a cached allocation has (`CachedRegion::of`, `release_cached`).
+        // A `CachedRegion` is an `Allocation`'s fields in its `repr(C)` order (checked at compile time
+        // below), holding what a cached allocation holds (`CachedRegion::of`, `release_cached`).
+        // SAFETY: the slot keeps the popped region until the next push (this function's contract).
         unsafe { slot.cast::<Allocation>().read() }
     }
 
-    /// A region from a thread cache's stack or its arena.
-    #[inline(always)]
-    fn cached(kind: MemoryKind, entry: CachedRegion, size_idx: usize, shared: NonNull<CacheShared>) -> Allocation {
-        debug_assert_eq!(entry.meta, CachedRegion::meta_for(kind, entry.meta.chunk(), size_idx));
-        debug_assert_eq!(entry.owner, shared.cast());
-        // Field for field as the cached region, so one 32-byte copy.
-        Allocation { ptr: entry.ptr, owner: entry.owner, handle: entry.handle, meta: entry.meta }
+    /// A region its cache's arena just handed out.
+    fn from_region(region: CachedRegion) -> Allocation {
+        Allocation { ptr: region.ptr, owner: region.owner, handle: region.handle, meta: region.meta }
     }
 
     /// The tag: memory kind, source, tracking.
@@ -616,11 +608,9 @@ impl Drop for Allocation {
     fn drop(&mut self) {
         if self.tag() & (SOURCE_MASK | TRACKED) == SOURCE_CACHE {
             if let Some(cache) = thread_local::current_cache_with(self.owner.cast()) {
-                // SAFETY: `CURRENT` names this thread's live cache whose shared
-                // part is this allocation's (the pointer is set with the shared
-                // part, so not null): we are on its owner thread, and no other
-                // reference to the cache is active (the pool never calls back
-                // into user code while it holds one).
+                // The pointer is set with the shared part, so not null; no other reference to the cache is
+                // active (the pool never calls back into user code while it holds one).
+                // SAFETY: `CURRENT` names this thread's live cache, whose shared part is this allocation's.
                 let cache = unsafe { &mut *cache };
                 if cache.release_cached(self) {
                     return;
@@ -649,8 +639,7 @@ impl Allocation {
             return self.drop_detached();
         }
         let shared_ptr = self.owner.cast::<CacheShared>();
-        // SAFETY: this allocation is counted in the shared part's outstanding
-        // buffers, so the shared part is alive.
+        // SAFETY: this allocation is counted in the shared part's outstanding buffers, so it is alive.
         let shared = unsafe { shared_ptr.as_ref() };
         let arena = shared.arenas[self.kind().index()].expect("a pooled region has an arena");
         let region = PooledRegion {
@@ -671,9 +660,8 @@ impl Allocation {
 #[inline(always)]
 pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
     if let Some(cache) = thread_local::current_cache(pool.id()) {
-        // SAFETY: `CURRENT` names this thread's live cache for `pool` (the
-        // pointer is set with the pool id, so not null); no other reference
-        // to it is active (nothing re-enters the pool meanwhile).
+        // The pointer is set with the pool id, so not null; nothing re-enters the pool meanwhile.
+        // SAFETY: `CURRENT` names this thread's live cache for `pool`, and no other reference to it is active.
         let cache = unsafe { &mut *cache };
         return cache.allocate(kind, size);
     }
@@ -768,8 +756,7 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
         }
         None => RemoteBatch::default(),
     };
-    // SAFETY: counted (this function's contract), ended here for the batch
-    // and for the caller's buffer.
+    // SAFETY: counted (this function's contract); ended here for the batch and the caller's buffer.
     unsafe { send_batch(shared_ptr, batch, 1) };
 }
 
@@ -842,8 +829,7 @@ impl Outbox {
         let Some(owner) = self.owner.take() else { return };
         let batch = std::mem::take(&mut self.batch);
         let released = batch.regions.len();
-        // SAFETY: each region's buffer is counted in `owner`'s outstanding
-        // buffers (`add`), and this call ends those counts.
+        // SAFETY: each region's buffer is counted in `owner`'s outstanding buffers (`add`); this ends the counts.
         unsafe { send_batch(owner, batch, released) };
     }
 }
@@ -961,8 +947,7 @@ impl Stack {
     #[inline(always)]
     fn push_unchecked(&mut self, region: CachedRegion) {
         assert!(self.has_room(), "push_unchecked on a full stack");
-        // SAFETY: `len < room == slots.len()` (checked above; the check folds
-        // into the caller's).
+        // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
         unsafe { *self.slots.get_unchecked_mut(self.len as usize) = region };
         self.len += 1;
     }
@@ -988,6 +973,15 @@ struct KindCache {
 }
 
 impl KindCache {
+    /// The stack of class `idx`: a class index (from `index_of`, or a pooled
+    /// region's size index), for which there is always a stack.
+    #[inline(always)]
+    fn stack(&mut self, idx: usize) -> &mut Stack {
+        debug_assert!(idx < self.stacks.len());
+        // SAFETY: there is a stack for every class (`ThreadCache::new`), and callers pass class indexes.
+        unsafe { self.stacks.get_unchecked_mut(idx) }
+    }
+
     fn arena(&self) -> Option<&Arena> {
         // SAFETY: the arena belongs to the pool held by this cache's shared
         // part, which outlives the ThreadCache.
@@ -1130,24 +1124,30 @@ impl ThreadCache {
         cache
     }
 
-    /// Counts a buffer allocated through this cache, for the debug check of
-    /// `out_or_parked` only.
-    #[inline(always)]
-    fn count_allocation(&mut self) {
+    /// Counts a buffer whose region did not come from the stacks.
+    fn count_new_buffer(&mut self) {
+        self.out_or_parked += 1;
         #[cfg(debug_assertions)]
         {
             self.local_out_check += 1;
         }
     }
 
-    /// Counts a buffer of this cache released on its thread: the region
-    /// leaves `out_or_parked` unless it is parked (which counts it again).
+    /// Counts a buffer of this cache released on its thread, for the debug
+    /// check only: `out_or_parked` counts the region wherever it goes.
     #[inline(always)]
     fn count_release(&mut self) {
         #[cfg(debug_assertions)]
         {
             self.local_out_check -= 1;
         }
+    }
+
+    /// Debug builds: `out_or_parked` against the plain count.
+    #[cfg(debug_assertions)]
+    fn check_buffers_out(&self) {
+        let parked: usize = self.kinds.iter().map(KindCache::regions_parked).sum();
+        assert_eq!(self.out_or_parked - parked, self.local_out_check, "buffers out: slow-path count vs plain");
     }
 
     /// Folds the hits the hot path served since the last arming into the
@@ -1229,7 +1229,7 @@ impl ThreadCache {
     /// it, so that the hit path has one outcome and builds its buffer in one
     /// place.
     #[inline(always)]
-    pub(crate) fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
+    fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
         let (slot, class_size) = self.take_slot(kind, size)?;
         // SAFETY: just popped for this allocation; nothing pushes in between.
         Some((unsafe { Allocation::from_slot(slot) }, class_size))
@@ -1245,16 +1245,9 @@ impl ThreadCache {
         if self.countdown <= 1 {
             return None;
         }
-        let (slot, class_size) = self.pop_counted(kind, idx)?;
+        let taken = self.pop_counted(kind, idx)?;
         self.countdown -= 1;
-        #[cfg(debug_assertions)]
-        {
-            // SAFETY: just popped; the slot keeps the region until the next push.
-            let region = unsafe { slot.as_ref() };
-            debug_assert_eq!(region.meta, CachedRegion::meta_for(kind, region.meta.chunk(), idx));
-            debug_assert_eq!(region.owner, self.shared.cast());
-        }
-        Some((slot, class_size))
+        Some(taken)
     }
 
     /// Any allocation through this cache, with whether the leak detector
@@ -1272,9 +1265,9 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn allocate_counted(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
-        let hit = self.classes.index_of(size).and_then(|idx| self.take(kind, idx).map(|hit| (idx, hit)));
+        let hit = self.classes.index_of(size).and_then(|idx| self.take(kind, idx));
         let (allocation, lookup) = match hit {
-            Some((idx, (region, _))) => (Allocation::cached(kind, region, idx, self.shared), true),
+            Some((allocation, _)) => (allocation, true),
             None => self.allocate_slow(kind, size)?,
         };
         Ok((allocation, self.count_slow(lookup)))
@@ -1290,31 +1283,28 @@ impl ThreadCache {
         let Some(idx) = self.classes.index_of(size) else {
             let memory = self.shared().pool.within_limit(|| arena.allocate_huge(size))?;
             let detached = Detached::Huge { arena: NonNull::from(arena), memory, owner: HugeOwner::Cache(self.shared) };
-            self.count_allocation();
-            self.out_or_parked += 1;
+            self.count_new_buffer();
             return Ok((Allocation::from_huge(kind, detached), false));
         };
         let lookup = self.kinds[k].stacks[idx].capacity > 0;
         if lookup && self.drain_remote(k, idx) > 0 {
-            if let Some((region, _)) = self.take(kind, idx) {
-                return Ok((Allocation::cached(kind, region, idx, self.shared), true));
+            if let Some((allocation, _)) = self.take(kind, idx) {
+                return Ok((allocation, true));
             }
         }
         let arena = self.kinds[k].arena().expect("checked above");
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
-        self.out_or_parked += 1;
-        self.count_allocation();
-        let entry = CachedRegion::of(kind, &region, self.shared);
-        Ok((Allocation::cached(kind, entry, idx, self.shared), lookup))
+        self.count_new_buffer();
+        Ok((Allocation::from_region(CachedRegion::of(kind, &region, self.shared)), lookup))
     }
 
     /// Takes the newest cached region of class `idx` of `kind` for a buffer,
     /// with the class size.
     #[inline(always)]
-    fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(CachedRegion, usize)> {
+    fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(Allocation, usize)> {
         let (slot, class_size) = self.pop_counted(kind, idx)?;
-        // SAFETY: just popped; the slot keeps the region until the next push.
-        Some((unsafe { *slot.as_ptr() }, class_size))
+        // SAFETY: just popped for this allocation; nothing pushes in between.
+        Some((unsafe { Allocation::from_slot(slot) }, class_size))
     }
 
     /// Pops the newest region of class `idx` of `kind` for a buffer, counting
@@ -1322,28 +1312,27 @@ impl ThreadCache {
     /// next push) and the class size.
     #[inline(always)]
     fn pop_counted(&mut self, kind: MemoryKind, idx: usize) -> Option<(NonNull<CachedRegion>, usize)> {
-        let stacks = &mut self.kinds[kind.index()].stacks;
-        debug_assert!(idx < stacks.len());
-        // SAFETY: callers pass a class index (from `index_of`), and there is a
-        // stack for every class.
-        let stack = unsafe { stacks.get_unchecked_mut(idx) };
+        let stack = self.kinds[kind.index()].stack(idx);
         let slot = stack.pop_slot()?;
         stack.hits += 1;
-        let class_size = stack.class_size as usize;
-        self.tally.add_parked(kind, (class_size as u64).wrapping_neg());
-        self.count_allocation();
-        Some((slot, class_size))
+        let class_size = stack.class_size;
+        #[cfg(debug_assertions)]
+        {
+            // SAFETY: just popped; the slot keeps the region until the next push.
+            let region = unsafe { slot.as_ref() };
+            assert_eq!(region.meta, CachedRegion::meta_for(kind, region.meta.chunk(), idx));
+            assert_eq!(region.owner, self.shared.cast());
+            self.local_out_check += 1;
+        }
+        self.tally.add_parked(kind, u64::from(class_size).wrapping_neg());
+        Some((slot, class_size as usize))
     }
 
     /// Keeps a region in stack `size_idx` of `kind`; false when the stack is
     /// full or the class is not cached (nothing is changed then).
     #[inline(always)]
     fn keep(&mut self, kind: MemoryKind, size_idx: usize, region: CachedRegion) -> bool {
-        let stacks = &mut self.kinds[kind.index()].stacks;
-        debug_assert!(size_idx < stacks.len());
-        // SAFETY: a pooled region's size index is a class index, and there is
-        // a stack for every class.
-        let stack = unsafe { stacks.get_unchecked_mut(size_idx) };
+        let stack = self.kinds[kind.index()].stack(size_idx);
         if !stack.push(region) {
             return false;
         }
@@ -1356,12 +1345,7 @@ impl ThreadCache {
     #[inline(always)]
     fn release_cached(&mut self, allocation: &Allocation) -> bool {
         let kind = allocation.kind();
-        let stacks = &mut self.kinds[kind.index()].stacks;
-        let size_idx = allocation.meta.size_idx() as usize;
-        debug_assert!(size_idx < stacks.len());
-        // SAFETY: a pooled region's size index is a class index, and there is
-        // a stack for every class.
-        let stack = unsafe { stacks.get_unchecked_mut(size_idx) };
+        let stack = self.kinds[kind.index()].stack(allocation.meta.size_idx() as usize);
         // Room is checked before the region is read, so that nothing is kept
         // aside for the slow path (which also makes a stack's first slots).
         if !stack.has_room() {
@@ -1462,10 +1446,7 @@ impl ThreadCache {
             }
         }
         #[cfg(debug_assertions)]
-        {
-            let parked: usize = self.kinds.iter().map(KindCache::regions_parked).sum();
-            assert_eq!(self.out_or_parked - parked, self.local_out_check, "buffers out: slow-path count vs plain");
-        }
+        self.check_buffers_out();
         self.publish_parked();
         self.shared().free_queued();
     }
@@ -1548,21 +1529,13 @@ impl Drop for ThreadCache {
         // SAFETY: still alive: the bias is removed only at the end of this fn.
         let shared = unsafe { shared_ptr.as_ref() };
         shared.closed.store(true, Ordering::SeqCst);
-        for cache in &mut self.kinds {
-            for idx in 0..cache.stacks.len() {
-                self.out_or_parked -= cache.free_oldest(idx, usize::MAX);
-            }
-            if let Some(arena) = cache.arena() {
-                arena.unbind_thread_cache();
-            }
+        self.trim_with(true);
+        for arena in self.kinds.iter().filter_map(KindCache::arena) {
+            arena.unbind_thread_cache();
         }
-        self.publish_parked();
-        shared.free_queued();
-        // The stacks are empty now: what is left is the buffers out.
-        let local_out = self.out_or_parked;
-        #[cfg(debug_assertions)]
-        assert_eq!(local_out, self.local_out_check, "buffers out, counted on the slow paths and the plain way");
-        let settle = local_out.wrapping_sub(OWNER_BIAS);
+        // The stacks are empty now (checked in debug builds by the trim):
+        // what is left is the buffers out.
+        let settle = self.out_or_parked.wrapping_sub(OWNER_BIAS);
         let before = shared.outstanding.fetch_add(settle, Ordering::AcqRel);
         if before.wrapping_add(settle) == 0 {
             // SAFETY: no buffer of this cache is alive and the owner is gone.

@@ -231,8 +231,7 @@ impl FloorLists {
     fn free_all(&mut self) {
         for list in &mut self.0 {
             for ptr in list.drain(..) {
-                // SAFETY: every listed block came from `libc::malloc` and is
-                // listed once.
+                // SAFETY: every listed block came from `libc::malloc` and is listed once.
                 unsafe { libc::free(ptr.cast()) };
             }
         }
@@ -264,8 +263,7 @@ pub struct FloorBuf {
     class: u32,
 }
 
-// SAFETY: the block is the buffer's alone; it only returns to the lists of
-// the thread that releases it.
+// SAFETY: the block is the buffer's alone; it returns only to the lists of the thread that releases it.
 unsafe impl Send for FloorBuf {}
 
 impl BufAlloc for Floor {
