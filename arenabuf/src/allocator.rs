@@ -428,8 +428,8 @@ impl PooledAllocator {
     #[inline(always)]
     #[track_caller]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
-        match thread_cache::cached_buffer(self.pool(), kind, capacity, DEFAULT_MAX_CAPACITY.max(capacity)) {
-            Some(buf) => buf,
+        match thread_cache::cache_hit(self.pool(), kind, capacity) {
+            Some(hit) => hit.into_buffer(capacity, DEFAULT_MAX_CAPACITY.max(capacity)),
             None => self.buffer_slow(kind, capacity),
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! # Sharing without atomics in the common case
 //!
-//! A fresh buffer owns its region outright ([`Storage::Unique`]): no `Arc`,
+//! A fresh buffer owns its region outright (a unique [`Head`]): no `Arc`,
 //! no reference count. Only `split_to`, `split_off`, `slice` (and `freeze` of
 //! a part that is already shared) move the region into an `Arc`, like
 //! `bytes::BytesMut` promotes itself to a shared representation.
@@ -20,6 +20,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::{Bound, Deref, DerefMut, RangeBounds};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -28,29 +29,211 @@ use bytes::buf::UninitSlice;
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::error::AllocError;
-use crate::thread_cache::Allocation;
+use crate::thread_cache::{Allocation, META_NOT_AN_ALLOCATION, META_OFFSET};
 
 /// Growth doubles up to this capacity and then grows in steps of it.
 const GROWTH_THRESHOLD: usize = 4 << 20;
 /// The smallest capacity growth picks.
 const MIN_GROWTH: usize = 64;
 
-/// How a part holds its region.
-#[derive(Debug)]
-enum Storage {
-    /// The only part: no reference count.
-    Unique(Allocation),
-    /// One of several parts, views or frozen `Bytes` over the region.
-    Shared(Arc<Allocation>),
+/// How a part holds its region: the first 32 bytes of a [`ByteBuf`], an
+/// enum laid out by hand so that word 0 is the part's first byte in both
+/// variants.
+///
+/// - **Unique** (a fresh buffer, or the last part of a region that starts
+///   at the region's first byte): the bytes are the [`Allocation`] itself,
+///   whose address comes first. A cache hit copies a cached region in, and
+///   a release copies it back out, as two 16-byte moves.
+/// - **Shared**: a [`SharedHead`]: the part's first byte, the `Arc` of the
+///   region, and in the allocation's meta word a bit no allocation sets.
+///
+/// Why by hand: with an `enum`, the part's first byte needs a field of its
+/// own next to the allocation's address, and that quarter of the buffer
+/// (pointer and sizes) can only be written in pieces. Every 16-byte quarter
+/// of a new buffer must be written by one 16-byte store: the first move of
+/// the buffer reads it back 16 bytes at a time, and a load of data stored in
+/// pieces waits for the stores to reach the cache (a store-forwarding stall;
+/// BENCHMARKS.md, session 4).
+#[repr(C)]
+struct Head {
+    raw: HeadRepr,
 }
 
-impl Storage {
+#[repr(C)]
+union HeadRepr {
+    unique: ManuallyDrop<Allocation>,
+    shared: ManuallyDrop<SharedHead>,
+}
+
+/// A shared part's head, over the bytes of an [`Allocation`].
+#[repr(C)]
+struct SharedHead {
+    /// The part's first byte (an allocation's address sits here).
+    ptr: NonNull<u8>,
+    region: Arc<Allocation>,
+    unused: u64,
+    /// [`META_NOT_AN_ALLOCATION`], where an allocation keeps its meta word.
+    mark: u64,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<SharedHead>() == std::mem::size_of::<Allocation>()
+        && std::mem::offset_of!(SharedHead, ptr) == 0
+        && std::mem::offset_of!(SharedHead, mark) == META_OFFSET
+        && std::mem::size_of::<Head>() == 32
+);
+
+impl SharedHead {
+    fn new(ptr: NonNull<u8>, region: Arc<Allocation>) -> SharedHead {
+        SharedHead { ptr, region, unused: 0, mark: META_NOT_AN_ALLOCATION }
+    }
+}
+
+impl Head {
+    /// A region owned outright.
+    #[inline(always)]
+    fn unique(allocation: Allocation) -> Head {
+        Head { raw: HeadRepr { unique: ManuallyDrop::new(allocation) } }
+    }
+
+    /// A part at `ptr` of a shared region.
+    fn shared(ptr: NonNull<u8>, region: Arc<Allocation>) -> Head {
+        Head { raw: HeadRepr { shared: ManuallyDrop::new(SharedHead::new(ptr, region)) } }
+    }
+
+    /// The word where an allocation keeps its meta.
+    #[inline(always)]
+    fn meta_word(&self) -> u64 {
+        // Both variants keep a plain `u64` there (`Meta` is a transparent `u64`).
+        // SAFETY: `META_OFFSET + 8 <= 32`, inside `self` and initialised in either variant.
+        unsafe { std::ptr::from_ref(self).cast::<u8>().add(META_OFFSET).cast::<u64>().read() }
+    }
+
+    #[inline(always)]
+    fn is_shared(&self) -> bool {
+        self.meta_word() & META_NOT_AN_ALLOCATION != 0
+    }
+
+    /// The part's first byte.
+    #[inline(always)]
+    fn ptr(&self) -> NonNull<u8> {
+        // Both variants keep it in word 0 (checked at compile time above and
+        // in `thread_cache`), typed `NonNull<u8>`.
+        // SAFETY: word 0 is inside `self`, initialised and aligned.
+        unsafe { std::ptr::from_ref(self).cast::<NonNull<u8>>().read() }
+    }
+
+    /// The region's `Arc`, when shared.
+    #[inline]
+    fn region(&self) -> Option<&Arc<Allocation>> {
+        // SAFETY: the mark says the bytes are a shared head.
+        self.is_shared().then(|| unsafe { &self.raw.shared.region })
+    }
+
+    /// The region's allocation (shared with other parts, if any).
     #[inline]
     fn allocation(&self) -> &Allocation {
-        match self {
-            Storage::Unique(allocation) => allocation,
-            Storage::Shared(allocation) => allocation,
+        match self.region() {
+            Some(region) => region,
+            // SAFETY: not shared, so the bytes are the allocation.
+            None => unsafe { &self.raw.unique },
         }
+    }
+
+    /// The allocation, when this part owns it outright.
+    fn unique_mut(&mut self) -> Option<&mut Allocation> {
+        // SAFETY: not shared, so the bytes are the allocation.
+        (!self.is_shared()).then(|| unsafe { &mut *self.raw.unique })
+    }
+
+    /// Moves a shared part's first byte (a unique part's is its region's).
+    fn set_shared_ptr(&mut self, ptr: NonNull<u8>) {
+        assert!(self.is_shared(), "only a shared part's first byte moves");
+        // SAFETY: shared, checked above.
+        unsafe { (*self.raw.shared).ptr = ptr };
+    }
+
+    /// The region as a shared `Arc`, promoting a unique head.
+    fn share(&mut self) -> Arc<Allocation> {
+        if let Some(region) = self.region() {
+            return region.clone();
+        }
+        // The allocation is moved out and the head rewritten before anything
+        // reads it again; should `Arc::new` unwind (an allocation error hook
+        // may panic), the guard aborts, so nothing drops the allocation twice.
+        let guard = AbortOnUnwind;
+        // SAFETY: not shared (checked above), so the bytes are the allocation; `self.raw` is
+        // overwritten below without being read or dropped in between.
+        let allocation = unsafe { ManuallyDrop::take(&mut self.raw.unique) };
+        let ptr = allocation.ptr();
+        let region = Arc::new(allocation);
+        // Plain assignment: a union's fields are not dropped.
+        self.raw = HeadRepr { shared: ManuallyDrop::new(SharedHead::new(ptr, region.clone())) };
+        std::mem::forget(guard);
+        region
+    }
+
+    /// Takes a shared region back when this part is its last holder, and
+    /// returns the region's length then. The head turns unique when the part
+    /// starts at the region's first byte; else it stays shared, alone.
+    fn reclaim(&mut self) -> Option<usize> {
+        if !self.is_shared() {
+            return None;
+        }
+        // SAFETY: shared, checked above.
+        let shared = unsafe { &mut *self.raw.shared };
+        // `get_mut` synchronises with the other holders' drops, so their last
+        // reads happen before our next writes.
+        let len = Arc::get_mut(&mut shared.region)?.len();
+        if shared.ptr != shared.region.ptr() {
+            return Some(len);
+        }
+        // SAFETY: shared (checked above); `self.raw` is overwritten below without being read or
+        // dropped in between.
+        let region = unsafe { ManuallyDrop::take(&mut self.raw.shared) }.region;
+        match Arc::try_unwrap(region) {
+            // Plain assignment: a union's fields are not dropped.
+            Ok(allocation) => self.raw = HeadRepr { unique: ManuallyDrop::new(allocation) },
+            // Not reached (`get_mut` found no other holder, and `&mut self`
+            // keeps new ones out), but harmless: the head stays as it was.
+            Err(region) => {
+                let ptr = region.ptr();
+                self.raw = HeadRepr { shared: ManuallyDrop::new(SharedHead::new(ptr, region)) };
+            }
+        }
+        Some(len)
+    }
+}
+
+impl Drop for Head {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.is_shared() {
+            // SAFETY: shared, checked above; dropped once, here.
+            unsafe { ManuallyDrop::drop(&mut self.raw.shared) }
+        } else {
+            // SAFETY: not shared, so the bytes are the allocation; dropped once, here.
+            unsafe { ManuallyDrop::drop(&mut self.raw.unique) }
+        }
+    }
+}
+
+impl fmt::Debug for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.region() {
+            Some(region) => f.debug_tuple("Shared").field(&self.ptr()).field(region).finish(),
+            None => f.debug_tuple("Unique").field(self.allocation()).finish(),
+        }
+    }
+}
+
+/// Aborts the process when dropped: armed across a move out of a value that
+/// must be written back, so that an unwind cannot drop it twice.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        std::process::abort();
     }
 }
 
@@ -179,19 +362,15 @@ fn shrinks_in_place(new_capacity: usize, room: usize) -> bool {
 /// assert_eq!(buf.read_u32(), 0xCAFE_BABE);
 /// assert_eq!(&buf[..], b"hi");
 /// ```
-// `repr(C)`, the allocation first: a hit copies the cached region into it
-// 16 bytes at a time, where a move of the new buffer reads it back. (A
-// 16-byte load of data just written by smaller stores waits for them to
-// reach the cache, a store-forwarding stall; Rust's own field order split
-// the copy. `hot` 256 B: 19.5 -> 17.2 ns.)
+// `repr(C)`, the head first, in 16-byte quarters that a new buffer writes
+// with one store each (see `Head`).
 #[repr(C)]
 pub struct ByteBuf {
-    storage: Storage,
-    /// Byte 0 of this part, in `storage`'s region.
-    ptr: NonNull<u8>,
+    /// The region, and byte 0 of this part.
+    head: Head,
     // Indexes and sizes as `u32` (capacities are at most MAX_CAPACITY), so
-    // that a buffer is 64 bytes, one cache line: buffers are kept in
-    // slots, queues and maps by the thousand, and moved by value.
+    // that a buffer is 56 bytes: buffers are kept in slots, queues and maps
+    // by the thousand, and moved by value.
     capacity: u32,
     /// Bytes from `ptr` this part may use without moving: its window.
     room: u32,
@@ -229,6 +408,44 @@ fn to_index(n: usize) -> u32 {
     n as u32
 }
 
+const _: () = assert!(
+    std::mem::offset_of!(ByteBuf, capacity) % 16 == 0
+        && std::mem::offset_of!(ByteBuf, room) == std::mem::offset_of!(ByteBuf, capacity) + 4
+        && std::mem::offset_of!(ByteBuf, frozen) == std::mem::offset_of!(ByteBuf, capacity) + 8
+        && std::mem::offset_of!(ByteBuf, reader_index) == std::mem::offset_of!(ByteBuf, capacity) + 12
+        && std::mem::offset_of!(ByteBuf, writer_index) % 8 == 0
+        && std::mem::offset_of!(ByteBuf, max_capacity) == std::mem::offset_of!(ByteBuf, writer_index) + 4
+);
+
+/// Writes four `u32`s at `dst` with one 16-byte store (see [`Head`] on why).
+///
+/// # Safety
+///
+/// `dst` is valid for writes of 16 bytes and aligned for `u32`.
+#[inline(always)]
+unsafe fn store_quarter(dst: *mut u32, words: [u32; 4]) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use std::arch::x86_64::{_mm_set_epi32, _mm_storeu_si128};
+        let [a, b, c, d] = words.map(|w| w as i32);
+        // The empty `asm!` hides where the vector came from: the compiler
+        // would otherwise store its scalar parts one by one.
+        // SAFETY: SSE2 is part of every x86_64 target; the assembly is empty (it touches nothing but
+        // its operand, which it leaves as is); `dst` is valid for a 16-byte write (this function's
+        // contract), and the store is unaligned.
+        unsafe {
+            let mut quarter = _mm_set_epi32(d, c, b, a);
+            std::arch::asm!("/* {0} */", inout(xmm_reg) quarter, options(pure, nomem, nostack, preserves_flags));
+            _mm_storeu_si128(dst.cast(), quarter);
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    // SAFETY: `dst` is valid for a 16-byte write and aligned for `u32` (this function's contract).
+    unsafe {
+        dst.cast::<[u32; 4]>().write(words)
+    };
+}
+
 // SAFETY: a `ByteBuf` owns its window of the region exclusively (the only
 // other holders are views that only read bytes the part no longer writes),
 // `Allocation` is `Send + Sync`, and `&ByteBuf` only gives read access.
@@ -245,18 +462,44 @@ impl ByteBuf {
 
     /// As [`new`](Self::new), with the region's usable length already known.
     #[inline(always)]
-    pub(crate) fn with_room(allocation: Allocation, room: usize, capacity: usize, max_capacity: usize) -> ByteBuf {
+    fn with_room(allocation: Allocation, room: usize, capacity: usize, max_capacity: usize) -> ByteBuf {
         debug_assert!(room == allocation.len() && capacity <= room && capacity <= max_capacity);
-        ByteBuf {
-            ptr: allocation.ptr(),
-            capacity: to_index(capacity),
-            room: to_index(room),
-            frozen: 0,
-            reader_index: 0,
-            writer_index: 0,
-            max_capacity: to_index(max_capacity),
-            storage: Storage::Unique(allocation),
+        // Field by field through a pointer, so that each 16-byte quarter is
+        // one store (see `Head`); a struct literal lets the compiler split
+        // the sizes' quarter into 4- and 8-byte stores.
+        let mut buf = MaybeUninit::<ByteBuf>::uninit();
+        let out = buf.as_mut_ptr();
+        // SAFETY: every field is written once, through in-bounds field pointers of `buf`, before
+        // `assume_init`; `capacity..reader_index` are four adjacent `u32`s, and `writer_index`,
+        // `max_capacity` two at an offset aligned for a `u64` (`repr(C)`, checked at compile time).
+        unsafe {
+            std::ptr::addr_of_mut!((*out).head).write(Head::unique(allocation));
+            store_quarter(std::ptr::addr_of_mut!((*out).capacity), [to_index(capacity), to_index(room), 0, 0]);
+            // `writer_index` 0 and `max_capacity` as one 8-byte store.
+            let max = u64::from(to_index(max_capacity));
+            let tail = if cfg!(target_endian = "little") { max << 32 } else { max };
+            std::ptr::addr_of_mut!((*out).writer_index).cast::<u64>().write(tail);
+            buf.assume_init()
         }
+    }
+
+    /// The cache hit's buffer: a copy of the allocation at `image`, whose
+    /// region has `room` usable bytes.
+    ///
+    /// # Safety
+    ///
+    /// `image` holds the bytes of an allocation (in `Allocation`'s layout)
+    /// that nothing else owns or will drop: the new buffer owns it.
+    #[inline(always)]
+    pub(crate) unsafe fn from_allocation_image(
+        image: NonNull<Allocation>,
+        room: usize,
+        capacity: usize,
+        max_capacity: usize,
+    ) -> ByteBuf {
+        // SAFETY: the allocation is the buffer's alone (this function's contract).
+        let allocation = unsafe { image.read() };
+        ByteBuf::with_room(allocation, room, capacity, max_capacity)
     }
 
     /// Bytes from `ptr` this part may use without moving: its window.
@@ -273,12 +516,18 @@ impl ByteBuf {
 
     /// Where this part starts in its region.
     fn offset(&self) -> usize {
-        self.ptr.as_ptr() as usize - self.allocation().ptr().as_ptr() as usize
+        self.ptr().as_ptr() as usize - self.allocation().ptr().as_ptr() as usize
+    }
+
+    /// Byte 0 of this part.
+    #[inline(always)]
+    fn ptr(&self) -> NonNull<u8> {
+        self.head.ptr()
     }
 
     /// The allocation behind the buffer (shared with other parts, if any).
     pub(crate) fn allocation(&self) -> &Allocation {
-        self.storage.allocation()
+        self.head.allocation()
     }
 
     /// The capacity in bytes.
@@ -319,7 +568,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn is_direct(&self) -> bool {
-        self.storage.allocation().is_direct()
+        self.head.allocation().is_direct()
     }
 
     /// The address of byte 0 (index 0, not the reader index), for handing to
@@ -335,7 +584,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn memory_address(&self) -> usize {
-        self.ptr.as_ptr() as usize
+        self.ptr().as_ptr() as usize
     }
 
     /// How many parts, views and frozen [`Bytes`] share this buffer's region:
@@ -354,10 +603,7 @@ impl ByteBuf {
     /// ```
     #[must_use]
     pub fn ref_cnt(&self) -> usize {
-        match &self.storage {
-            Storage::Shared(region) => Arc::strong_count(region),
-            _ => 1,
-        }
+        self.head.region().map_or(1, Arc::strong_count)
     }
 
     // ---- indexes -------------------------------------------------------
@@ -596,8 +842,8 @@ impl ByteBuf {
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
         // Other parts write only their own windows, and views never write.
-        // SAFETY: `ptr..+capacity` is initialised, in this part's window of a region `storage` keeps alive.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.capacity()) }
+        // SAFETY: `ptr..+capacity` is initialised, in this part's window of a region `head` keeps alive.
+        unsafe { std::slice::from_raw_parts(self.ptr().as_ptr(), self.capacity()) }
     }
 
     /// The whole capacity as a mutable slice.
@@ -670,7 +916,7 @@ impl ByteBuf {
         // or `unfreeze` moved the part to a region nobody else holds), no
         // other part touches this window, and `&mut self` makes the access
         // unique among this part's own borrows.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), end - start) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr().as_ptr().add(start), end - start) }
     }
 
     /// Makes the whole capacity writable again: takes the region back when
@@ -684,69 +930,26 @@ impl ByteBuf {
         }
     }
 
-    /// Turns shared storage back into unique storage when this part is the
-    /// last holder of the region: its window then extends to the region's end
-    /// and no view can be left.
+    /// Takes a shared region back when this part is its last holder: its
+    /// window then extends to the region's end and no view can be left.
     fn reclaim(&mut self) {
-        if !matches!(self.storage, Storage::Shared(_)) {
-            return;
-        }
-        let mut reclaimed_len = None;
-        // `try_unwrap` synchronises with the other holders' drops, so their
-        // last reads happen before our next writes.
-        self.replace_storage(|storage| match storage {
-            Storage::Shared(region) => match Arc::try_unwrap(region) {
-                Ok(allocation) => {
-                    reclaimed_len = Some(allocation.len());
-                    Storage::Unique(allocation)
-                }
-                Err(region) => Storage::Shared(region),
-            },
-            unique => unique,
-        });
-        if let Some(len) = reclaimed_len {
+        if let Some(len) = self.head.reclaim() {
             self.room = to_index(len - self.offset());
             self.frozen = 0;
         }
     }
 
-    /// The region as a shared `Arc`, promoting unique storage.
+    /// The region as a shared `Arc`, promoting a unique head.
     fn share(&mut self) -> Arc<Allocation> {
-        self.replace_storage(|storage| match storage {
-            Storage::Unique(allocation) => Storage::Shared(Arc::new(allocation)),
-            shared => shared,
-        });
-        match &self.storage {
-            Storage::Shared(region) => region.clone(),
-            Storage::Unique(_) => unreachable!("promoted above"),
-        }
-    }
-
-    /// Replaces the storage with what `change` makes of it. `Storage` has no
-    /// empty variant to leave in its place meanwhile (one would cost the
-    /// niche that keeps it at 32 bytes), so the value is moved out and back
-    /// by hand, and a panic in `change` aborts rather than drop it twice.
-    fn replace_storage(&mut self, change: impl FnOnce(Storage) -> Storage) {
-        struct AbortOnUnwind;
-        impl Drop for AbortOnUnwind {
-            fn drop(&mut self) {
-                std::process::abort();
-            }
-        }
-        let guard = AbortOnUnwind;
-        let slot: *mut Storage = &mut self.storage;
-        // If `change` unwinds, the guard aborts, so the value is never dropped or read twice.
-        // SAFETY: `slot` is valid and initialised, and is written back before `self.storage` is used again.
-        unsafe { slot.write(change(slot.read())) };
-        std::mem::forget(guard);
+        self.head.share()
     }
 
     /// Moves to a fresh region of at least `new_capacity` bytes from the same
     /// pool, copying bytes `0..writer_index` (the indexes must already fit).
     fn move_to_new_region(&mut self, new_capacity: usize) -> Result<(), AllocError> {
         debug_assert!(self.writer_index() <= new_capacity);
-        let mut allocation = self.storage.allocation().allocate_like(new_capacity)?;
-        if let Storage::Unique(old) = &mut self.storage {
+        let mut allocation = self.head.allocation().allocate_like(new_capacity)?;
+        if let Some(old) = self.head.unique_mut() {
             // A tracked buffer stays tracked when it moves.
             if let Some(tracker) = old.take_leak_tracker() {
                 allocation.set_leak_tracker(tracker);
@@ -756,10 +959,9 @@ impl ByteBuf {
         // `writer_index` is at most the old part's capacity and at most `new_capacity <= allocation.len()`;
         // the old range is only read, and the two regions are distinct because both are alive.
         // SAFETY: both ranges are initialised and `writer_index` bytes long; the new region is ours alone.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), target.as_ptr(), self.writer_index()) };
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr().as_ptr(), target.as_ptr(), self.writer_index()) };
         self.room = to_index(allocation.len());
-        self.storage = Storage::Unique(allocation);
-        self.ptr = target;
+        self.head = Head::unique(allocation);
         self.frozen = 0;
         self.capacity = to_index(new_capacity);
         Ok(())
@@ -1222,11 +1424,11 @@ impl ByteBuf {
     /// bytes up to `writer_end` readable; its window ends at `capacity_end`.
     fn part(&mut self, start: usize, capacity_end: usize, writer_end: usize) -> ByteBuf {
         let region = self.share();
+        // SAFETY: `start <= capacity <= room`, so the result stays within (or
+        // one past the end of) the region.
+        let ptr = unsafe { self.ptr().add(start) };
         ByteBuf {
-            storage: Storage::Shared(region),
-            // SAFETY: `start <= capacity <= room`, so the result stays within
-            // (or one past the end of) the region.
-            ptr: unsafe { self.ptr.add(start) },
+            head: Head::shared(ptr, region),
             capacity: to_index(capacity_end - start),
             room: to_index(capacity_end - start),
             frozen: to_index(self.frozen().saturating_sub(start).min(capacity_end - start)),
@@ -1239,7 +1441,8 @@ impl ByteBuf {
     /// Drops indexes `0..end` of this part's window (they went to another part).
     fn advance_window(&mut self, end: usize) {
         // SAFETY: `end <= writer_index <= capacity <= room`: within the region.
-        self.ptr = unsafe { self.ptr.add(end) };
+        let ptr = unsafe { self.ptr().add(end) };
+        self.head.set_shared_ptr(ptr);
         self.capacity -= to_index(end);
         self.room -= to_index(end);
         self.frozen = to_index(self.frozen().saturating_sub(end));
@@ -1270,8 +1473,8 @@ impl ByteBuf {
             return Bytes::new();
         }
         // SAFETY: `reader_index <= capacity`: within the region.
-        let ptr = unsafe { self.ptr.add(self.reader_index()) };
-        Bytes::from_owner(FrozenRegion { _storage: self.storage, ptr, len })
+        let ptr = unsafe { self.ptr().add(self.reader_index()) };
+        Bytes::from_owner(FrozenRegion { _head: self.head, ptr, len })
     }
 
     /// A read-only view of readable bytes `range` (indexes relative to the
@@ -1304,7 +1507,7 @@ impl ByteBuf {
         let region = self.share();
         self.frozen = to_index(self.frozen().max(self.reader_index() + end));
         // SAFETY: `reader_index + start <= writer_index <= capacity`.
-        let ptr = unsafe { self.ptr.add(self.reader_index() + start) };
+        let ptr = unsafe { self.ptr().add(self.reader_index() + start) };
         ByteSlice { region, ptr, len: length }
     }
 }
@@ -1739,7 +1942,7 @@ impl io::Write for ByteBuf {
 /// its bytes are.
 struct FrozenRegion {
     /// Only kept alive: dropping it releases the region.
-    _storage: Storage,
+    _head: Head,
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -1751,7 +1954,7 @@ unsafe impl Sync for FrozenRegion {}
 
 impl AsRef<[u8]> for FrozenRegion {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `ptr..ptr + len` lies in the region `_storage` keeps alive, is
+        // SAFETY: `ptr..ptr + len` lies in the region `_head` keeps alive, is
         // initialised and no longer written by anyone: the part that owned it
         // was consumed by `freeze`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
@@ -1852,7 +2055,7 @@ impl ByteSlice {
     /// ```
     #[must_use = "the `Bytes` holds the region; dropping it releases the region"]
     pub fn into_bytes(self) -> Bytes {
-        Bytes::from_owner(FrozenRegion { _storage: Storage::Shared(self.region), ptr: self.ptr, len: self.len })
+        Bytes::from_owner(FrozenRegion { _head: Head::shared(self.ptr, self.region), ptr: self.ptr, len: self.len })
     }
 }
 
@@ -1999,6 +2202,30 @@ mod tests {
         assert_eq!(head.memory_address(), addr, "the tail's bytes are free again");
         assert_eq!(head.ref_cnt(), 1);
         assert_eq!(&head[..], b"abcXYZ");
+    }
+
+    #[test]
+    fn the_last_part_past_the_regions_start_takes_its_window_back_in_place() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(64);
+        buf.write_bytes(b"abcdef");
+        let head = buf.split_to(3);
+        let view = buf.slice(..);
+        drop(head);
+        drop(view);
+        let addr = buf.memory_address();
+        // Writing over the bytes the view saw finds the part alone: no copy,
+        // and its window reaches the region's end again (the part starts 3
+        // bytes in, so it keeps the region as a shared head of its own).
+        buf.set_bytes_at(0, b"DEF");
+        assert_eq!((buf.memory_address(), buf.ref_cnt()), (addr, 1));
+        assert_eq!(buf.max_fast_writable_bytes(), 64 - 3 - 3);
+        buf.write_bytes(&[b'x'; 61 - 3]);
+        assert_eq!(buf.memory_address(), addr, "grew within the region");
+        assert_eq!(&buf[..4], b"DEFx");
+        assert_eq!(active(&alloc), 1);
+        drop(buf);
+        assert_eq!(active(&alloc), 0);
     }
 
     #[test]

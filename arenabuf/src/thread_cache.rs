@@ -46,6 +46,7 @@
 //! Before the owner exits the value cannot reach zero (the bias dwarfs any
 //! number of releases); after, it is exactly the number of live buffers.
 
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -298,6 +299,16 @@ const DIRECT: u8 = 0b001;
 /// Bit 3 of the tag: the leak detector tracks the allocation (`leak` holds
 /// its tracker), so its release takes the slow path, which ends the tracking.
 const TRACKED: u8 = 0b1000;
+/// Bit 4 of the tag: no allocation has it. A buffer's shared head (see
+/// `buf::Head`) sets it in the word where an allocation keeps its meta.
+const NOT_AN_ALLOCATION: u8 = 0b1_0000;
+
+/// The byte offset of an allocation's meta word, and the bit of that word
+/// that no allocation sets: `buf::Head` lays a shared region's head over an
+/// allocation's bytes and tells the two apart by it.
+pub(crate) const META_OFFSET: usize = std::mem::offset_of!(Allocation, meta);
+/// See [`META_OFFSET`].
+pub(crate) const META_NOT_AN_ALLOCATION: u64 = (NOT_AN_ALLOCATION as u64) << 40;
 
 /// The rare kinds of allocation, kept out of line so that `Allocation` stays
 /// small: a pooled region without a cache (the thread was exiting), a huge
@@ -324,11 +335,12 @@ enum HugeOwner {
 /// owner pointer: a `CacheShared` for regions from thread caches, a boxed
 /// [`Detached`] for the rest, or, when the leak detector tracks the
 /// allocation, a boxed [`Tracked`] that holds one of those and the tracker.
-// `repr(C)`, in the order of a `CachedRegion`: a hit copies the cached
-// region into a buffer as two 16-byte loads and stores, which a move of the
-// new buffer can read back at once (a 16-byte load of data stored in 8-byte
-// halves waits for the stores to reach the cache: a store-forwarding stall
-// that cost more than the whole hit).
+// `repr(C)`, in the order of a `CachedRegion`, the address first: a hit
+// copies the cached region into a buffer, and a release copies it back, as
+// two 16-byte moves, which the next read of the whole can take from the
+// store buffer at once (a 16-byte load of data stored in 8-byte halves waits
+// for the stores to reach the cache: a store-forwarding stall that cost more
+// than the whole hit). `buf::Head` relies on the address being first.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Allocation {
@@ -343,6 +355,7 @@ pub(crate) struct Allocation {
 /// (stores, not instructions, bound the hot path), and a stack keeps it as
 /// the buffer had it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
 struct Meta(u64);
 
 impl Meta {
@@ -368,9 +381,12 @@ impl Meta {
 
     #[inline(always)]
     fn with_tag(self, tag: u8) -> Meta {
+        debug_assert!(tag & NOT_AN_ALLOCATION == 0);
         Meta::new(self.chunk(), self.size_idx(), tag)
     }
 }
+
+const _: () = assert!(std::mem::offset_of!(Allocation, ptr) == 0 && std::mem::size_of::<Meta>() == 8);
 
 /// What a tracked allocation's `owner` points to: the owner pointer it
 /// would have untracked, and the leak detector's registration. Boxed, so
@@ -668,22 +684,41 @@ pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Resul
     allocate_unbound(pool, kind, size)
 }
 
-/// The hit path of the plain methods: a buffer of `capacity` bytes from the
-/// calling thread's cache, or `None` for anything that needs more.
-///
-/// The buffer is built from the cached region in place: its allocation is a
-/// 32-byte copy of the region's slot (two 16-byte loads and stores), not a
-/// value passed on through an `Option`, which the compiler takes apart into
-/// 8-byte stores (see [`Allocation`]'s layout).
+/// The hit path of the plain methods: a region of `capacity`'s class popped
+/// from the calling thread's cache, or `None` for anything that needs more.
 #[inline(always)]
-pub(crate) fn cached_buffer(pool: &Pool, kind: MemoryKind, capacity: usize, max_capacity: usize) -> Option<ByteBuf> {
+pub(crate) fn cache_hit(pool: &Pool, kind: MemoryKind, capacity: usize) -> Option<CacheHit<'_>> {
     let cache = thread_local::current_cache(pool.id())?;
-    // SAFETY: as in `allocate`.
+    // SAFETY: as in `allocate`; the reference lasts as long as the hit, which
+    // `PooledAllocator::buffer_of` turns into a buffer at once.
     let cache = unsafe { &mut *cache };
     let (slot, room) = cache.take_slot(kind, capacity)?;
-    // SAFETY: just popped for this buffer; nothing pushes in between.
-    let allocation = unsafe { Allocation::from_slot(slot) };
-    Some(ByteBuf::with_room(allocation, room, capacity, max_capacity))
+    Some(CacheHit { slot: slot.cast(), room, _cache: PhantomData })
+}
+
+/// A region just popped from a thread cache's stack, to become a buffer.
+///
+/// It borrows the cache, so nothing can push onto the stack (which would
+/// overwrite the slot) before [`into_buffer`](Self::into_buffer).
+#[must_use = "the popped region is lost unless it becomes a buffer"]
+pub(crate) struct CacheHit<'c> {
+    slot: NonNull<Allocation>,
+    room: usize,
+    _cache: PhantomData<&'c mut ThreadCache>,
+}
+
+impl CacheHit<'_> {
+    /// The buffer, built from the cached region in place: its head is a
+    /// 32-byte copy of the region's slot (two 16-byte loads and stores; see
+    /// `buf::Head`). Building it here rather than returning an
+    /// `Option<ByteBuf>` keeps the copy whole: the option's test of the
+    /// buffer's first word made the compiler take it apart.
+    #[inline(always)]
+    pub(crate) fn into_buffer(self, capacity: usize, max_capacity: usize) -> ByteBuf {
+        // SAFETY: the slot was popped for this buffer alone and holds a region as the allocation's
+        // fields in their order (checked below); nothing has pushed since (the hit borrows the cache).
+        unsafe { ByteBuf::from_allocation_image(self.slot, self.room, capacity, max_capacity) }
+    }
 }
 
 const _: () = assert!(
@@ -949,6 +984,25 @@ impl Stack {
         assert!(self.has_room(), "push_unchecked on a full stack");
         // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
         unsafe { *self.slots.get_unchecked_mut(self.len as usize) = region };
+        self.len += 1;
+    }
+
+    /// [`push_unchecked`](Self::push_unchecked) of a cached, untracked
+    /// allocation's region, as a copy of its bytes: two 16-byte moves, which
+    /// the pop that takes the region back reads without a stall (see
+    /// [`Allocation`]'s layout).
+    #[inline(always)]
+    fn push_image(&mut self, allocation: &Allocation) {
+        assert!(self.has_room(), "push_image on a full stack");
+        // The slot's type has the allocation's fields in the same order
+        // (checked at compile time at `CacheHit`), so the copy is the
+        // region as `push_unchecked` would keep it.
+        // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's); the
+        // two values do not overlap (the allocation lives in a buffer, the slot in the stack).
+        unsafe {
+            let slot = self.slots.as_mut_ptr().add(self.len as usize);
+            std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1);
+        }
         self.len += 1;
     }
 
@@ -1352,12 +1406,7 @@ impl ThreadCache {
             return false;
         }
         // Untracked and from a cache (the caller checked): the meta is as kept.
-        stack.push_unchecked(CachedRegion {
-            ptr: allocation.ptr,
-            owner: allocation.owner,
-            handle: allocation.handle,
-            meta: allocation.meta,
-        });
+        stack.push_image(allocation);
         self.tally.add_parked(kind, u64::from(stack.class_size));
         self.count_release();
         true
