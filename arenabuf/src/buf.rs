@@ -20,7 +20,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io;
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::ManuallyDrop;
 use std::ops::{Bound, Deref, DerefMut, RangeBounds};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -47,13 +47,18 @@ const MIN_GROWTH: usize = 64;
 /// - **Shared**: a [`SharedHead`]: the part's first byte, the `Arc` of the
 ///   region, and in the allocation's meta word a bit no allocation sets.
 ///
-/// Why by hand: with an `enum`, the part's first byte needs a field of its
-/// own next to the allocation's address, and that quarter of the buffer
-/// (pointer and sizes) can only be written in pieces. Every 16-byte quarter
-/// of a new buffer must be written by one 16-byte store: the first move of
-/// the buffer reads it back 16 bytes at a time, and a load of data stored in
-/// pieces waits for the stores to reach the cache (a store-forwarding stall;
-/// BENCHMARKS.md, session 4).
+/// Why by hand: the head is what a hit writes and a release reads, and both
+/// must move it 16 bytes at a time. A 16-byte load of data written by
+/// smaller stores waits for them to reach the cache (a store-forwarding
+/// stall): the first move of a new buffer, and the pop of a region just
+/// released, read it that way. An `enum` needs the part's first byte in a
+/// field of its own next to the allocation's address, which the compiler
+/// fills (and splits the copy for) separately. The sizes after the head may
+/// be written in pieces: built with one 16-byte store instead, `hot` ran no
+/// faster (BENCHMARKS.md, session 4). No niche: an `Option<ByteBuf>` keeps a
+/// tag of its own, so that `take()` copies the buffer in whole 16-byte
+/// pieces (with the niche in word 0 it copied bytes 8..56, and `window`
+/// 4 KiB went from 18 to 37 ns).
 #[repr(C)]
 struct Head {
     raw: HeadRepr,
@@ -362,8 +367,8 @@ fn shrinks_in_place(new_capacity: usize, room: usize) -> bool {
 /// assert_eq!(buf.read_u32(), 0xCAFE_BABE);
 /// assert_eq!(&buf[..], b"hi");
 /// ```
-// `repr(C)`, the head first, in 16-byte quarters that a new buffer writes
-// with one store each (see `Head`).
+// `repr(C)`, the head first, 16-byte aligned in the buffer, so that moves
+// of the buffer copy it in the same 16-byte pieces a hit writes (see `Head`).
 #[repr(C)]
 pub struct ByteBuf {
     /// The region, and byte 0 of this part.
@@ -408,44 +413,6 @@ fn to_index(n: usize) -> u32 {
     n as u32
 }
 
-const _: () = assert!(
-    std::mem::offset_of!(ByteBuf, capacity) % 16 == 0
-        && std::mem::offset_of!(ByteBuf, room) == std::mem::offset_of!(ByteBuf, capacity) + 4
-        && std::mem::offset_of!(ByteBuf, frozen) == std::mem::offset_of!(ByteBuf, capacity) + 8
-        && std::mem::offset_of!(ByteBuf, reader_index) == std::mem::offset_of!(ByteBuf, capacity) + 12
-        && std::mem::offset_of!(ByteBuf, writer_index) % 8 == 0
-        && std::mem::offset_of!(ByteBuf, max_capacity) == std::mem::offset_of!(ByteBuf, writer_index) + 4
-);
-
-/// Writes four `u32`s at `dst` with one 16-byte store (see [`Head`] on why).
-///
-/// # Safety
-///
-/// `dst` is valid for writes of 16 bytes and aligned for `u32`.
-#[inline(always)]
-unsafe fn store_quarter(dst: *mut u32, words: [u32; 4]) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    {
-        use std::arch::x86_64::{_mm_set_epi32, _mm_storeu_si128};
-        let [a, b, c, d] = words.map(|w| w as i32);
-        // The empty `asm!` hides where the vector came from: the compiler
-        // would otherwise store its scalar parts one by one.
-        // SAFETY: SSE2 is part of every x86_64 target; the assembly is empty (it touches nothing but
-        // its operand, which it leaves as is); `dst` is valid for a 16-byte write (this function's
-        // contract), and the store is unaligned.
-        unsafe {
-            let mut quarter = _mm_set_epi32(d, c, b, a);
-            std::arch::asm!("/* {0} */", inout(xmm_reg) quarter, options(pure, nomem, nostack, preserves_flags));
-            _mm_storeu_si128(dst.cast(), quarter);
-        }
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    // SAFETY: `dst` is valid for a 16-byte write and aligned for `u32` (this function's contract).
-    unsafe {
-        dst.cast::<[u32; 4]>().write(words)
-    };
-}
-
 // SAFETY: a `ByteBuf` owns its window of the region exclusively (the only
 // other holders are views that only read bytes the part no longer writes),
 // `Allocation` is `Send + Sync`, and `&ByteBuf` only gives read access.
@@ -464,22 +431,14 @@ impl ByteBuf {
     #[inline(always)]
     fn with_room(allocation: Allocation, room: usize, capacity: usize, max_capacity: usize) -> ByteBuf {
         debug_assert!(room == allocation.len() && capacity <= room && capacity <= max_capacity);
-        // Field by field through a pointer, so that each 16-byte quarter is
-        // one store (see `Head`); a struct literal lets the compiler split
-        // the sizes' quarter into 4- and 8-byte stores.
-        let mut buf = MaybeUninit::<ByteBuf>::uninit();
-        let out = buf.as_mut_ptr();
-        // SAFETY: every field is written once, through in-bounds field pointers of `buf`, before
-        // `assume_init`; `capacity..reader_index` are four adjacent `u32`s, and `writer_index`,
-        // `max_capacity` two at an offset aligned for a `u64` (`repr(C)`, checked at compile time).
-        unsafe {
-            std::ptr::addr_of_mut!((*out).head).write(Head::unique(allocation));
-            store_quarter(std::ptr::addr_of_mut!((*out).capacity), [to_index(capacity), to_index(room), 0, 0]);
-            // `writer_index` 0 and `max_capacity` as one 8-byte store.
-            let max = u64::from(to_index(max_capacity));
-            let tail = if cfg!(target_endian = "little") { max << 32 } else { max };
-            std::ptr::addr_of_mut!((*out).writer_index).cast::<u64>().write(tail);
-            buf.assume_init()
+        ByteBuf {
+            head: Head::unique(allocation),
+            capacity: to_index(capacity),
+            room: to_index(room),
+            frozen: 0,
+            reader_index: 0,
+            writer_index: 0,
+            max_capacity: to_index(max_capacity),
         }
     }
 
