@@ -167,8 +167,8 @@ impl Head {
         // reads it again; should `Arc::new` unwind (an allocation error hook
         // may panic), the guard aborts, so nothing drops the allocation twice.
         let guard = AbortOnUnwind;
-        // SAFETY: not shared (checked above), so the bytes are the allocation; `self.raw` is
-        // overwritten below without being read or dropped in between.
+        // `self.raw` is overwritten below without being read or dropped in between.
+        // SAFETY: not shared (checked above), so the bytes are the allocation.
         let allocation = unsafe { ManuallyDrop::take(&mut self.raw.unique) };
         let ptr = allocation.ptr();
         let region = Arc::new(allocation);
@@ -193,8 +193,8 @@ impl Head {
         if shared.ptr != shared.region.ptr() {
             return Some(len);
         }
-        // SAFETY: shared (checked above); `self.raw` is overwritten below without being read or
-        // dropped in between.
+        // `self.raw` is overwritten below without being read or dropped in between.
+        // SAFETY: shared (checked above).
         let region = unsafe { ManuallyDrop::take(&mut self.raw.shared) }.region;
         match Arc::try_unwrap(region) {
             // Plain assignment: a union's fields are not dropped.
@@ -870,11 +870,11 @@ impl ByteBuf {
         if start < self.frozen() && start < end {
             self.unfreeze();
         }
-        // SAFETY: `start..end` lies in this part's window of a live region
-        // and is initialised; no view sees it (it is at or above `frozen`,
-        // or `unfreeze` moved the part to a region nobody else holds), no
-        // other part touches this window, and `&mut self` makes the access
-        // unique among this part's own borrows.
+        // No view sees `start..end` (it is at or above `frozen`, or
+        // `unfreeze` moved the part to a region nobody else holds), no other
+        // part touches this window, and `&mut self` makes the access unique
+        // among this part's own borrows.
+        // SAFETY: `start..end` lies in this part's window of a live region and is initialised.
         unsafe { std::slice::from_raw_parts_mut(self.ptr().as_ptr().add(start), end - start) }
     }
 
@@ -1383,8 +1383,7 @@ impl ByteBuf {
     /// bytes up to `writer_end` readable; its window ends at `capacity_end`.
     fn part(&mut self, start: usize, capacity_end: usize, writer_end: usize) -> ByteBuf {
         let region = self.share();
-        // SAFETY: `start <= capacity <= room`, so the result stays within (or
-        // one past the end of) the region.
+        // SAFETY: `start <= capacity <= room`: within (or one past the end of) the region.
         let ptr = unsafe { self.ptr().add(start) };
         ByteBuf {
             head: Head::shared(ptr, region),

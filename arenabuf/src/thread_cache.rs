@@ -715,8 +715,9 @@ impl CacheHit<'_> {
     /// buffer's first word made the compiler take it apart.
     #[inline(always)]
     pub(crate) fn into_buffer(self, capacity: usize, max_capacity: usize) -> ByteBuf {
-        // SAFETY: the slot was popped for this buffer alone and holds a region as the allocation's
-        // fields in their order (checked below); nothing has pushed since (the hit borrows the cache).
+        // The slot holds a region as the allocation's fields in their order
+        // (checked below), and nothing has pushed since (the hit borrows the cache).
+        // SAFETY: the slot was popped for this buffer alone.
         unsafe { ByteBuf::from_allocation_image(self.slot, self.room, capacity, max_capacity) }
     }
 }
@@ -997,8 +998,8 @@ impl Stack {
         // The slot's type has the allocation's fields in the same order
         // (checked at compile time at `CacheHit`), so the copy is the
         // region as `push_unchecked` would keep it.
-        // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's); the
-        // two values do not overlap (the allocation lives in a buffer, the slot in the stack).
+        // The two do not overlap: the allocation lives in a buffer, the slot in the stack.
+        // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
         unsafe {
             let slot = self.slots.as_mut_ptr().add(self.len as usize);
             std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1);
