@@ -729,6 +729,9 @@ enum Op {
     Freeze,
     DiscardReadBytes,
     Clear,
+    /// Drops a kept part, view or frozen `Bytes` (by index, modulo their
+    /// number), so that the buffer may become its region's last holder.
+    DropKept(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -750,6 +753,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Freeze),
         1 => Just(Op::DiscardReadBytes),
         1 => Just(Op::Clear),
+        2 => (0usize..8).prop_map(Op::DropKept),
     ]
 }
 
@@ -965,6 +969,12 @@ fn run(capacity: usize, ops: Vec<Op>) {
                 buf.clear();
                 model.reader = 0;
                 model.writer = 0;
+            }
+            Op::DropKept(i) => {
+                if !kept.is_empty() {
+                    let gone = kept.swap_remove(i % kept.len());
+                    gone.check();
+                }
             }
             Op::Put(_) | Op::SplitTo(_) | Op::SplitOff(_) | Op::Slice(..) | Op::FreezeHead(_) => {}
         }
