@@ -1383,18 +1383,6 @@ impl ThreadCache {
         Some((slot, class_size as usize))
     }
 
-    /// Keeps a region in stack `size_idx` of `kind`; false when the stack is
-    /// full or the class is not cached (nothing is changed then).
-    #[inline(always)]
-    fn keep(&mut self, kind: MemoryKind, size_idx: usize, region: CachedRegion) -> bool {
-        let stack = self.kinds[kind.index()].stack(size_idx);
-        if !stack.push(region) {
-            return false;
-        }
-        self.tally.add_parked(kind, u64::from(stack.class_size));
-        true
-    }
-
     /// The owner thread's release into the class's stack; false when the stack
     /// is full or the class is not cached (nothing is changed then).
     #[inline(always)]
@@ -1426,9 +1414,7 @@ impl ThreadCache {
         let mut count = 0;
         while let Some(batch) = shared.pop_remote() {
             count += batch.regions.len();
-            for region in batch.regions {
-                self.park(region);
-            }
+            self.park_all(&batch.regions);
             let stack = &self.kinds[k].stacks[idx];
             if stack.len() >= stack.capacity {
                 break;
@@ -1437,19 +1423,52 @@ impl ThreadCache {
         count
     }
 
+    /// Parks a batch of released regions: each run of regions of one arena
+    /// and class goes into its stack in one go (one kind lookup, one tally
+    /// update), and what the stack has no room for goes back to the arena.
+    fn park_all(&mut self, regions: &[RemoteRegion]) {
+        let mut rest = regions;
+        while let Some(first) = rest.first() {
+            let same = |r: &&RemoteRegion| r.arena == first.arena && r.region.size_idx == first.region.size_idx;
+            let (run, next) = rest.split_at(rest.iter().take_while(same).count());
+            let kept = self.keep_run(run);
+            for region in &run[kept..] {
+                // SAFETY: the region belongs to this cache's pool, alive through it.
+                unsafe { region.free_to_arena() };
+            }
+            rest = next;
+        }
+    }
+
+    /// Keeps the first regions of `run` (regions of one arena and class,
+    /// not empty) that their stack has room for; returns how many.
+    fn keep_run(&mut self, run: &[RemoteRegion]) -> usize {
+        let first = &run[0];
+        let Some(kind) = self.kind_of(first.arena) else { return 0 };
+        let shared = self.shared;
+        let stack = self.kinds[kind.index()].stack(first.region.size_idx as usize);
+        // The first push makes the stack's slots if they are not made yet.
+        if !stack.push(CachedRegion::of(kind, &first.region, shared)) {
+            return 0;
+        }
+        let kept = run.len().min(1 + (stack.room - stack.len()) as usize);
+        for remote in &run[1..kept] {
+            stack.push_unchecked(CachedRegion::of(kind, &remote.region, shared));
+        }
+        self.tally.add_parked(kind, u64::from(stack.class_size) * kept as u64);
+        self.out_or_parked += kept;
+        kept
+    }
+
+    /// The kind whose stacks `arena` serves, if any.
+    fn kind_of(&self, arena: NonNull<Arena>) -> Option<MemoryKind> {
+        MemoryKind::ALL.into_iter().find(|&kind| self.kinds[kind.index()].arena == Some(arena))
+    }
+
     /// Keeps a released region in its stack, or frees it when the stack is
     /// full or the class is not cached.
     fn park(&mut self, remote: RemoteRegion) {
-        let kind = MemoryKind::ALL.into_iter().find(|&kind| self.kinds[kind.index()].arena == Some(remote.arena));
-        let shared = self.shared;
-        if kind.is_some_and(|kind| {
-            self.keep(kind, remote.region.size_idx as usize, CachedRegion::of(kind, &remote.region, shared))
-        }) {
-            self.out_or_parked += 1;
-            return;
-        }
-        // SAFETY: the region belongs to this cache's pool, alive through it.
-        unsafe { remote.free_to_arena() };
+        self.park_all(std::slice::from_ref(&remote));
     }
 
     /// The trim countdown ran out: a trim when the interval or the period is
@@ -1772,6 +1791,35 @@ mod tests {
         // releasing its buffer at once means one region cycles.
         assert!(again.iter().all(|a| addrs.contains(a)));
         assert_eq!(alloc.metric().heap_arenas()[0].num_allocations(), 8);
+    }
+
+    #[test]
+    fn a_drained_batch_keeps_what_each_stack_has_room_for_and_frees_the_rest() {
+        let alloc = crate::PooledAllocator::builder()
+            .heap_arenas(1)
+            .direct_arenas(0)
+            .small_cache_size(4)
+            .max_order(crate::test_config::MAX_ORDER)
+            .build()
+            .unwrap();
+        let arena = || alloc.metric().heap_arenas()[0].clone();
+        // One batch (sent at thread exit) of three runs: six regions of
+        // 1000 bytes, four of 300 bytes, two of 1000 bytes.
+        let sizes = [[1000; 6].as_slice(), &[300; 4], &[1000; 2]].concat();
+        let bufs: Vec<ByteBuf> = sizes.iter().map(|&size| alloc.heap_buffer(size)).collect();
+        thread::spawn(move || drop(bufs)).join().unwrap();
+        let freed_before = arena().num_small_deallocations();
+        // The miss drains the batch: the 1000-byte stack keeps four of the
+        // first run, the 300-byte stack all four; the last two of the first
+        // run and the whole last run go back to the arena.
+        let first = alloc.heap_buffer(1000);
+        assert_eq!(arena().num_small_deallocations() - freed_before, 4);
+        let allocations = arena().num_allocations();
+        let rest: Vec<ByteBuf> =
+            (0..3).map(|_| alloc.heap_buffer(1000)).chain((0..4).map(|_| alloc.heap_buffer(300))).collect();
+        assert_eq!(arena().num_allocations(), allocations, "all from the stacks");
+        drop((first, rest));
+        assert_eq!(active(&alloc), 8, "back in the two stacks of four");
     }
 
     #[test]
