@@ -126,22 +126,18 @@ impl RemoteBatch {
     ///
     /// # Safety
     ///
-    /// As for [`push`](Self::push).
+    /// The region's arena is alive (its buffer is being released).
     unsafe fn of(region: RemoteRegion) -> RemoteBatch {
         let mut batch = RemoteBatch::default();
         // SAFETY: by this function's contract.
-        unsafe { batch.push(region) };
+        let (kind, size) = unsafe { region.kind_and_size() };
+        batch.push(region, kind, size);
         batch
     }
 
-    /// Adds a region, counting its bytes.
-    ///
-    /// # Safety
-    ///
-    /// The region's arena is alive (its buffer is being released).
-    unsafe fn push(&mut self, region: RemoteRegion) {
-        // SAFETY: by this function's contract.
-        let (kind, size) = unsafe { region.kind_and_size() };
+    /// Adds a region of `kind` and `size` bytes, counting its bytes.
+    #[inline]
+    fn push(&mut self, region: RemoteRegion, kind: MemoryKind, size: u64) {
         self.bytes[kind.index()] += size;
         if self.regions.capacity() == 0 {
             self.regions.reserve_exact(OUTBOX_REGIONS);
@@ -171,9 +167,10 @@ pub(crate) struct CacheShared {
     pool: Arc<Pool>,
     /// The bound arena per kind (heap, direct), `None` without arenas.
     arenas: [Option<NonNull<Arena>>; 2],
-    /// Per class: whether the owner caches it. Other threads queue only
-    /// regions the owner will keep; the rest go straight to their arenas.
-    cached: Box<[bool]>,
+    /// Per class: its size when the owner caches it, else 0. Other threads
+    /// queue only regions the owner will keep; the rest go straight to
+    /// their arenas.
+    cached_sizes: Box<[u32]>,
     remote: ArrayQueue<RemoteBatch>,
     /// Set when the owner thread has exited: releases then go to arenas.
     closed: AtomicBool,
@@ -771,11 +768,15 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
             return;
         }
     }
+    let cached_size = |region: &RemoteRegion| shared.cached_sizes[region.region.size_idx as usize];
     let batch = match region {
         // A closed cache takes nothing more: its owner has exited.
-        Some(region) if shared.cached[region.region.size_idx as usize] && !shared.closed.load(Ordering::Acquire) => {
+        Some(region) if cached_size(&region) > 0 && !shared.closed.load(Ordering::Acquire) => {
+            // SAFETY: the pool, and so the arena, is alive through `shared`.
+            let kind = unsafe { region.arena.as_ref() }.kind();
+            let size = u64::from(cached_size(&region));
             // SAFETY: counted, and the outbox ends the count when it sends.
-            let posted = thread_local::with_outbox(|outbox| unsafe { outbox.add(shared_ptr, region) });
+            let posted = thread_local::with_outbox(|outbox| unsafe { outbox.add(shared_ptr, region, kind, size) });
             if posted.is_some() {
                 return;
             }
@@ -842,19 +843,19 @@ impl Outbox {
         Outbox { owner: None, batch: RemoteBatch { regions: Vec::new(), bytes: [0; 2] } }
     }
 
-    /// Adds a region released for the cache whose shared part is `owner`.
+    /// Adds a region of `kind` and `size` bytes released for the cache whose
+    /// shared part is `owner`.
     ///
     /// # Safety
     ///
     /// The region's buffer is counted in `owner`'s outstanding buffers; the
     /// outbox ends that count when it sends the region.
-    unsafe fn add(&mut self, owner: NonNull<CacheShared>, region: RemoteRegion) {
+    unsafe fn add(&mut self, owner: NonNull<CacheShared>, region: RemoteRegion, kind: MemoryKind, size: u64) {
         if self.owner != Some(owner) {
             self.send();
             self.owner = Some(owner);
         }
-        // SAFETY: the region's buffer is being released: its arena is alive.
-        unsafe { self.batch.push(region) };
+        self.batch.push(region, kind, size);
         if self.batch.regions.len() >= OUTBOX_REGIONS || self.batch.total_bytes() >= OUTBOX_BYTES {
             self.send();
         }
@@ -1143,7 +1144,9 @@ impl ThreadCache {
         let shared = Box::new(CacheShared {
             pool: pool.clone(),
             arenas: [kinds[0].arena, kinds[1].arena],
-            cached: capacities.iter().map(|&capacity| capacity > 0).collect(),
+            cached_sizes: (0..classes.num_classes())
+                .map(|idx| if capacities[idx] > 0 { classes.size_of(idx) as u32 } else { 0 })
+                .collect(),
             remote: ArrayQueue::new(REMOTE_QUEUE_BATCHES),
             closed: AtomicBool::new(false),
             owner_token: thread_local::thread_token(),
