@@ -686,8 +686,8 @@ pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Resul
 #[inline(always)]
 pub(crate) fn cache_hit(pool: &Pool, kind: MemoryKind, capacity: usize) -> Option<CacheHit<'_>> {
     let cache = thread_local::current_cache(pool.id())?;
-    // SAFETY: as in `allocate`; the reference lasts as long as the hit, which
-    // `PooledAllocator::buffer_of` turns into a buffer at once.
+    // The reference lasts as long as the hit, which `PooledAllocator::buffer_of` turns into a buffer at once.
+    // SAFETY: as in `allocate`.
     let cache = unsafe { &mut *cache };
     let (slot, room) = cache.take_slot(kind, capacity)?;
     Some(CacheHit { slot: slot.cast(), room, _cache: PhantomData })
