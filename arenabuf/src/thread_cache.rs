@@ -910,8 +910,10 @@ struct Stack {
     /// Empty until the first push, then `capacity` long. Entries at `len`
     /// and above are stale copies, never read.
     slots: Box<[CachedRegion]>,
-    /// Regions cached: `slots[..len]`.
-    len: u32,
+    /// The regions cached (`slots[..len]`, low half) and the allocations
+    /// served since the last trim (high half), in one word so that a hit
+    /// updates both with one store.
+    len_and_hits: u64,
     /// `slots.len()`: 0 until the slots exist, so an unmade stack reads as
     /// full and the hot path needs no separate check.
     room: u32,
@@ -919,46 +921,61 @@ struct Stack {
     capacity: u32,
     /// The class's size, at hand for the parked-bytes tally.
     class_size: u32,
-    /// Allocations served since the last trim.
-    hits: u32,
 }
 
 impl Stack {
     fn new(capacity: usize, class_size: usize) -> Stack {
         Stack {
             slots: Box::default(),
-            len: 0,
+            len_and_hits: 0,
             room: 0,
             capacity: capacity as u32,
             class_size: class_size as u32,
-            hits: 0,
         }
     }
 
     #[inline(always)]
     fn len(&self) -> u32 {
-        self.len
+        self.len_and_hits as u32
     }
 
-    /// Takes the newest region, leaving it in its slot until the next push.
+    #[inline(always)]
+    fn set_len(&mut self, len: u32) {
+        self.len_and_hits = self.len_and_hits & !u64::from(u32::MAX) | u64::from(len);
+    }
+
+    /// Allocations served since the last trim.
+    fn hits(&self) -> u32 {
+        (self.len_and_hits >> 32) as u32
+    }
+
+    fn clear_hits(&mut self) {
+        self.len_and_hits &= u64::from(u32::MAX);
+    }
+
+    /// Takes the newest region for an allocation, counting a hit; leaves the
+    /// region in its slot until the next push.
     #[inline(always)]
     fn pop_slot(&mut self) -> Option<NonNull<CachedRegion>> {
-        if self.len == 0 {
+        let len = self.len();
+        if len == 0 {
             return None;
         }
-        debug_assert!(self.len <= self.room && self.slots.len() == self.room as usize);
-        self.len -= 1;
-        // SAFETY: `len < room == slots.len()`.
-        Some(NonNull::from(unsafe { self.slots.get_unchecked(self.len as usize) }))
+        debug_assert!(len <= self.room && self.slots.len() == self.room as usize);
+        // `len - 1` and `hits + 1` in one add: the length is not zero, so no
+        // borrow reaches the hits, which wrap as a `u32` counter would.
+        self.len_and_hits = self.len_and_hits.wrapping_add((1 << 32) - 1);
+        // SAFETY: `len - 1 < room == slots.len()`.
+        Some(NonNull::from(unsafe { self.slots.get_unchecked(len as usize - 1) }))
     }
 
     /// Removes the `count` oldest regions (at most `len`) and gives them to
     /// `free`; returns how many went.
     fn drain_oldest(&mut self, count: usize, mut free: impl FnMut(CachedRegion)) -> usize {
-        let (count, len) = (count.min(self.len as usize), self.len as usize);
+        let (count, len) = (count.min(self.len() as usize), self.len() as usize);
         self.slots[..count].iter().copied().for_each(&mut free);
         self.slots.copy_within(count..len, 0);
-        self.len = (len - count) as u32;
+        self.set_len((len - count) as u32);
         count
     }
 
@@ -977,7 +994,7 @@ impl Stack {
     /// not all taken.
     #[inline(always)]
     fn has_room(&self) -> bool {
-        self.len < self.room
+        self.len() < self.room
     }
 
     /// Adds a region on top of a stack that [has room](Self::has_room).
@@ -985,8 +1002,8 @@ impl Stack {
     fn push_unchecked(&mut self, region: CachedRegion) {
         assert!(self.has_room(), "push_unchecked on a full stack");
         // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
-        unsafe { *self.slots.get_unchecked_mut(self.len as usize) = region };
-        self.len += 1;
+        unsafe { *self.slots.get_unchecked_mut(self.len() as usize) = region };
+        self.len_and_hits += 1;
     }
 
     /// [`push_unchecked`](Self::push_unchecked) of a cached, untracked
@@ -1002,10 +1019,10 @@ impl Stack {
         // The two do not overlap: the allocation lives in a buffer, the slot in the stack.
         // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
         unsafe {
-            let slot = self.slots.as_mut_ptr().add(self.len as usize);
+            let slot = self.slots.as_mut_ptr().add(self.len() as usize);
             std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1);
         }
-        self.len += 1;
+        self.len_and_hits += 1;
     }
 
     /// The stack's storage is not made yet (or the class is not cached).
@@ -1372,7 +1389,6 @@ impl ThreadCache {
     fn pop_counted(&mut self, kind: MemoryKind, idx: usize) -> Option<(NonNull<CachedRegion>, usize)> {
         let stack = self.kinds[kind.index()].stack(idx);
         let slot = stack.pop_slot()?;
-        stack.hits += 1;
         let class_size = stack.class_size;
         #[cfg(debug_assertions)]
         {
@@ -1512,8 +1528,8 @@ impl ThreadCache {
         for cache in &mut self.kinds {
             for idx in 0..cache.stacks.len() {
                 let stack = &mut cache.stacks[idx];
-                let excess = if everything { usize::MAX } else { stack.capacity.saturating_sub(stack.hits) as usize };
-                stack.hits = 0;
+                let excess = if everything { usize::MAX } else { stack.capacity.saturating_sub(stack.hits()) as usize };
+                stack.clear_hits();
                 self.out_or_parked -= cache.free_oldest(idx, excess);
             }
         }
