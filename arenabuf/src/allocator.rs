@@ -438,7 +438,7 @@ impl PooledAllocator {
     #[inline(never)]
     #[track_caller]
     fn buffer_slow(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
-        self.try_buffer(kind, capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| alloc_failed(e))
+        self.try_buffer_slow(kind, capacity, DEFAULT_MAX_CAPACITY.max(capacity)).unwrap_or_else(|e| alloc_failed(e))
     }
 
     /// A buffer of `capacity` bytes of the preferred kind: direct.
@@ -518,7 +518,19 @@ impl PooledAllocator {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }
-        let (mut allocation, track) = Pool::allocate(self.pool(), kind, capacity)?;
+        match thread_cache::cache_hit(self.pool(), kind, capacity) {
+            Some(hit) => Ok(hit.into_buffer(capacity, max_capacity)),
+            None => self.try_buffer_slow(kind, capacity, max_capacity),
+        }
+    }
+
+    /// What the hit path leaves ([`thread_cache::cache_hit`] found nothing to
+    /// serve): misses, and the allocations the leak detector samples.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn try_buffer_slow(&self, kind: MemoryKind, capacity: usize, max_capacity: usize) -> Result<ByteBuf, AllocError> {
+        let (mut allocation, track) = thread_cache::allocate_missed(self.pool(), kind, capacity)?;
         if track {
             self.track(&mut allocation, capacity);
         }

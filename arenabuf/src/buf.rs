@@ -88,9 +88,10 @@ const _: () = assert!(
         && std::mem::size_of::<Head>() == 32
 );
 
-impl SharedHead {
-    fn new(ptr: NonNull<u8>, region: Arc<Allocation>) -> SharedHead {
-        SharedHead { ptr, region, unused: 0, mark: META_NOT_AN_ALLOCATION }
+impl HeadRepr {
+    /// A part at `ptr` of a shared region.
+    fn shared(ptr: NonNull<u8>, region: Arc<Allocation>) -> HeadRepr {
+        HeadRepr { shared: ManuallyDrop::new(SharedHead { ptr, region, unused: 0, mark: META_NOT_AN_ALLOCATION }) }
     }
 }
 
@@ -103,7 +104,7 @@ impl Head {
 
     /// A part at `ptr` of a shared region.
     fn shared(ptr: NonNull<u8>, region: Arc<Allocation>) -> Head {
-        Head { raw: HeadRepr { shared: ManuallyDrop::new(SharedHead::new(ptr, region)) } }
+        Head { raw: HeadRepr::shared(ptr, region) }
     }
 
     /// The word where an allocation keeps its meta.
@@ -173,7 +174,7 @@ impl Head {
         let ptr = allocation.ptr();
         let region = Arc::new(allocation);
         // Plain assignment: a union's fields are not dropped.
-        self.raw = HeadRepr { shared: ManuallyDrop::new(SharedHead::new(ptr, region.clone())) };
+        self.raw = HeadRepr::shared(ptr, region.clone());
         std::mem::forget(guard);
         region
     }
@@ -201,10 +202,7 @@ impl Head {
             Ok(allocation) => self.raw = HeadRepr { unique: ManuallyDrop::new(allocation) },
             // Not reached (`get_mut` found no other holder, and `&mut self`
             // keeps new ones out), but harmless: the head stays as it was.
-            Err(region) => {
-                let ptr = region.ptr();
-                self.raw = HeadRepr { shared: ManuallyDrop::new(SharedHead::new(ptr, region)) };
-            }
+            Err(region) => self.raw = HeadRepr::shared(region.ptr(), region),
         }
         Some(len)
     }
@@ -219,15 +217,6 @@ impl Drop for Head {
         } else {
             // SAFETY: not shared, so the bytes are the allocation; dropped once, here.
             unsafe { ManuallyDrop::drop(&mut self.raw.unique) }
-        }
-    }
-}
-
-impl fmt::Debug for Head {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.region() {
-            Some(region) => f.debug_tuple("Shared").field(&self.ptr()).field(region).finish(),
-            None => f.debug_tuple("Unique").field(self.allocation()).finish(),
         }
     }
 }
@@ -898,11 +887,6 @@ impl ByteBuf {
         }
     }
 
-    /// The region as a shared `Arc`, promoting a unique head.
-    fn share(&mut self) -> Arc<Allocation> {
-        self.head.share()
-    }
-
     /// Moves to a fresh region of at least `new_capacity` bytes from the same
     /// pool, copying bytes `0..writer_index` (the indexes must already fit).
     fn move_to_new_region(&mut self, new_capacity: usize) -> Result<(), AllocError> {
@@ -1382,7 +1366,7 @@ impl ByteBuf {
     /// A new part over indexes `start..capacity_end` of this one, with the
     /// bytes up to `writer_end` readable; its window ends at `capacity_end`.
     fn part(&mut self, start: usize, capacity_end: usize, writer_end: usize) -> ByteBuf {
-        let region = self.share();
+        let region = self.head.share();
         // SAFETY: `start <= capacity <= room`: within (or one past the end of) the region.
         let ptr = unsafe { self.ptr().add(start) };
         ByteBuf {
@@ -1462,7 +1446,7 @@ impl ByteBuf {
         let length = end.saturating_sub(start);
         self.check(self.reader_index() + start, length, self.reader_index(), self.writer_index())
             .unwrap_or_else(|e| panic!("{e}"));
-        let region = self.share();
+        let region = self.head.share();
         self.frozen = to_index(self.frozen().max(self.reader_index() + end));
         // SAFETY: `reader_index + start <= writer_index <= capacity`.
         let ptr = unsafe { self.ptr().add(self.reader_index() + start) };

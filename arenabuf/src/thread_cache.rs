@@ -672,11 +672,35 @@ impl Allocation {
 /// should track the allocation (the cache's sampling).
 #[inline(always)]
 pub(crate) fn allocate(pool: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
+    allocate_with(pool, kind, size, ThreadCache::allocate)
+}
+
+/// As [`allocate`], after [`cache_hit`] found nothing to serve: the lookup
+/// goes straight to the slow path's count, not through the hit path again.
+pub(crate) fn allocate_missed(
+    pool: &Arc<Pool>,
+    kind: MemoryKind,
+    size: usize,
+) -> Result<(Allocation, bool), AllocError> {
+    allocate_with(pool, kind, size, ThreadCache::allocate_counted)
+}
+
+/// An allocation and whether the leak detector tracks it, or the error.
+type Allocated = Result<(Allocation, bool), AllocError>;
+
+/// `allocate` or `allocate_missed`, by `through`, on the `CURRENT` cache.
+#[inline(always)]
+fn allocate_with(
+    pool: &Arc<Pool>,
+    kind: MemoryKind,
+    size: usize,
+    through: fn(&mut ThreadCache, MemoryKind, usize) -> Allocated,
+) -> Allocated {
     if let Some(cache) = thread_local::current_cache(pool.id()) {
         // The pointer is set with the pool id, so not null; nothing re-enters the pool meanwhile.
         // SAFETY: `CURRENT` names this thread's live cache for `pool`, and no other reference to it is active.
         let cache = unsafe { &mut *cache };
-        return cache.allocate(kind, size);
+        return through(cache, kind, size);
     }
     allocate_unbound(pool, kind, size)
 }
