@@ -12,7 +12,10 @@
 //! A thread-local `CURRENT` names the cache the thread used last (pool id,
 //! owner part, shared part). Allocation checks the pool id, maps the size to
 //! its class and pops the class's stack; release compares the buffer's shared
-//! part with `CURRENT`'s and pushes the region back. No lock, no atomic
+//! part with `CURRENT`'s and pushes the region back, onto the stack of the
+//! last hit when the buffer's class and tag say it belongs there (the
+//! likeliest case, and one whose address does not wait for the buffer's
+//! bytes), else onto the stack they name. No lock, no atomic
 //! read-modify-write, no reference count: a hit is a few dozen instructions.
 //! Everything else (misses, huge and unpooled buffers, other pools, other
 //! threads) takes the out-of-line slow paths.
@@ -374,6 +377,13 @@ impl Meta {
     #[inline(always)]
     fn tag(self) -> u8 {
         (self.0 >> 40) as u8
+    }
+
+    /// The size class and the tag together: what a stack's regions carry
+    /// beside their chunk ([`Stack::class_key`]).
+    #[inline(always)]
+    fn class_key(self) -> u16 {
+        (self.0 >> 32) as u16
     }
 
     #[inline(always)]
@@ -945,16 +955,21 @@ struct Stack {
     capacity: u32,
     /// The class's size, at hand for the parked-bytes tally.
     class_size: u32,
+    /// The class and tag of the stack's regions as a cached, untracked
+    /// buffer carries them ([`Meta::class_key`]): a buffer whose meta shows
+    /// this key belongs here.
+    class_key: u16,
 }
 
 impl Stack {
-    fn new(capacity: usize, class_size: usize) -> Stack {
+    fn new(kind: MemoryKind, idx: usize, capacity: usize, class_size: usize) -> Stack {
         Stack {
             slots: Box::default(),
             len_and_hits: 0,
             room: 0,
             capacity: capacity as u32,
             class_size: class_size as u32,
+            class_key: CachedRegion::meta_for(kind, 0, idx).class_key(),
         }
     }
 
@@ -1062,6 +1077,13 @@ impl Stack {
     }
 }
 
+/// Where a stack is: its kind and its class.
+#[derive(Debug, Clone, Copy)]
+struct StackAt {
+    kind: MemoryKind,
+    class: u8,
+}
+
 /// The stacks of one memory kind and the arena they serve.
 #[derive(Debug)]
 struct KindCache {
@@ -1139,6 +1161,9 @@ pub(crate) struct ThreadCache {
     last_trim: Instant,
     /// The shared part's tally, reached without going through `shared`.
     tally: Arc<CacheTally>,
+    /// The stack the last region for a buffer came from: where a release on
+    /// this thread most likely goes (see [`release_cached`](Self::release_cached)).
+    last_hit: StackAt,
     /// The pool's leak-detection level, and the allocations left until the
     /// next one the detector tracks, as of the arming (`u32::MAX` when
     /// disabled, so every level pays the same countdown on the hit path).
@@ -1176,7 +1201,10 @@ impl ThreadCache {
             // A stack for every class (capacity 0 where nothing is cached), so
             // that the hot path indexes without a bounds check.
             let stacks = (0..classes.num_classes())
-                .map(|idx| Stack::new(if arena.is_some() { capacities[idx] as usize } else { 0 }, classes.size_of(idx)))
+                .map(|idx| {
+                    let capacity = if arena.is_some() { capacities[idx] as usize } else { 0 };
+                    Stack::new(kind, idx, capacity, classes.size_of(idx))
+                })
                 .collect();
             KindCache { arena: arena.map(NonNull::from), stacks }
         };
@@ -1201,6 +1229,7 @@ impl ThreadCache {
         let mut cache = ThreadCache {
             leak_level: config.leak_detection,
             leak_left: 0,
+            last_hit: StackAt { kind: MemoryKind::Heap, class: 0 },
             tally,
             shared,
             classes,
@@ -1414,6 +1443,7 @@ impl ThreadCache {
         let stack = self.kinds[kind.index()].stack(idx);
         let slot = stack.pop_slot()?;
         let class_size = stack.class_size;
+        self.last_hit = StackAt { kind, class: idx as u8 };
         #[cfg(debug_assertions)]
         {
             // SAFETY: just popped; the slot keeps the region until the next push.
@@ -1428,8 +1458,38 @@ impl ThreadCache {
 
     /// The owner thread's release into the class's stack; false when the stack
     /// is full or the class is not cached (nothing is changed then).
+    ///
+    /// The stack is first guessed, not looked up: the one the last hit came
+    /// from, checked against the buffer's class and tag. The guess is made
+    /// from what this cache holds, so the push's address does not wait for
+    /// the buffer's bytes, which have usually just been copied (a buffer
+    /// moved by value is copied 16 bytes at a time, and each such copy takes
+    /// several cycles to be read back). The check on the buffer's bytes is
+    /// a branch the CPU predicts, and a stack chosen from them would have
+    /// made every hot pair wait for those copies: `hot` 256 B 15.8 -> 10.7 ns
+    /// (BENCHMARKS.md, session 5).
     #[inline(always)]
     fn release_cached(&mut self, allocation: &Allocation) -> bool {
+        let last = self.last_hit;
+        let stack = self.kinds[last.kind.index()].stack(usize::from(last.class));
+        if stack.class_key != allocation.meta.class_key() {
+            return self.release_to_class(allocation);
+        }
+        if !stack.has_room() {
+            return false;
+        }
+        // The key says untracked and from a cache: the meta is as kept.
+        stack.push_image(allocation);
+        let class_size = stack.class_size;
+        self.tally.add_parked(last.kind, u64::from(class_size));
+        self.count_release();
+        true
+    }
+
+    /// [`release_cached`](Self::release_cached) into the stack the buffer's
+    /// meta names, when it is not the last hit's.
+    #[inline(always)]
+    fn release_to_class(&mut self, allocation: &Allocation) -> bool {
         let kind = allocation.kind();
         let stack = self.kinds[kind.index()].stack(allocation.meta.size_idx() as usize);
         // Room is checked before the region is read, so that nothing is kept
@@ -1821,6 +1881,37 @@ mod tests {
         assert_eq!(again.memory_address(), addr);
         assert!(again.as_slice().iter().all(|&b| b == 0x5A), "reused memory keeps its bytes");
         assert_eq!(alloc.metric().direct_arenas()[0].num_allocations(), 1);
+    }
+
+    #[test]
+    fn a_release_goes_to_its_own_stack_whatever_the_last_hit_was() {
+        let alloc = pool();
+        let allocations = |alloc: &crate::PooledAllocator| {
+            let m = alloc.metric();
+            m.heap_arenas()[0].num_allocations() + m.direct_arenas()[0].num_allocations()
+        };
+        // One region in each of three stacks: heap 300 B, direct 300 B (the
+        // same class, the other kind), heap 1000 B.
+        let makes = [(false, 300), (true, 300), (false, 1000)];
+        let make =
+            |(direct, size): (bool, usize)| if direct { alloc.direct_buffer(size) } else { alloc.heap_buffer(size) };
+        let addrs: Vec<usize> = makes.map(make).iter().map(ByteBuf::memory_address).collect();
+        // Three hits, the last from the heap 1000 B stack; the first two go
+        // back while the last hit names another stack, the third to it.
+        let bufs = makes.map(make);
+        assert_eq!(bufs.each_ref().map(ByteBuf::memory_address).to_vec(), addrs);
+        let arena_allocations = allocations(&alloc);
+        drop(bufs);
+        // A direct 300 B hit last, then a heap buffer of the same class back.
+        let direct = alloc.direct_buffer(300);
+        drop(alloc.heap_buffer(300));
+        drop(direct);
+        for _ in 0..2 {
+            let again = makes.map(make);
+            assert_eq!(again.each_ref().map(ByteBuf::memory_address).to_vec(), addrs, "each region in its own stack");
+            assert_eq!(again.each_ref().map(ByteBuf::is_direct), [false, true, false]);
+        }
+        assert_eq!(allocations(&alloc), arena_allocations, "every request a hit");
     }
 
     #[test]
