@@ -356,8 +356,13 @@ fn shrinks_in_place(new_capacity: usize, room: usize) -> bool {
 /// assert_eq!(buf.read_u32(), 0xCAFE_BABE);
 /// assert_eq!(&buf[..], b"hi");
 /// ```
-// `repr(C)`, the head first, 16-byte aligned in the buffer, so that moves
-// of the buffer copy it in the same 16-byte pieces a hit writes (see `Head`).
+// `repr(C)` and laid out in the pieces a move copies: a move of the buffer
+// loads and stores 16, 16, 16 and 8 bytes, and a hit writes each piece with
+// one store of that size (the head as two copies from the stack's slot, the
+// marks as one copy of the class's fresh marks, the limits as one word). A
+// piece written with smaller stores could not be read back by the move's
+// load until those stores reached the cache: a stall of about 15 cycles on
+// every buffer's first move (see `Head`, and BENCHMARKS.md, session 5).
 #[repr(C)]
 pub struct ByteBuf {
     /// The region, and byte 0 of this part.
@@ -365,7 +370,18 @@ pub struct ByteBuf {
     // Indexes and sizes as `u32` (capacities are at most MAX_CAPACITY), so
     // that a buffer is 56 bytes: buffers are kept in slots, queues and maps
     // by the thousand, and moved by value.
-    capacity: u32,
+    marks: Marks,
+    /// The capacity (low half) and the maximum capacity (high half), in one
+    /// word so that a new buffer writes them with one store.
+    limits: u64,
+}
+
+/// A part's window, frozen mark and indexes: the 16 bytes after a buffer's
+/// head. Every fresh buffer of a size class has the same marks (its room is
+/// the class size), so a cache hit copies them from its stack whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct Marks {
     /// Bytes from `ptr` this part may use without moving: its window.
     room: u32,
     /// Bytes from `ptr` that read-only views may see; writing below this
@@ -373,8 +389,33 @@ pub struct ByteBuf {
     frozen: u32,
     reader_index: u32,
     writer_index: u32,
-    max_capacity: u32,
 }
+
+impl Marks {
+    /// A fresh buffer's marks over a region of `room` bytes: nothing frozen,
+    /// nothing read or written.
+    pub(crate) fn fresh(room: usize) -> Marks {
+        Marks { room: to_index(room), frozen: 0, reader_index: 0, writer_index: 0 }
+    }
+
+    /// Bytes from the part's first byte it may use without moving.
+    #[inline(always)]
+    pub(crate) fn room(self) -> usize {
+        self.room as usize
+    }
+}
+
+/// The limits word of a buffer with these capacities.
+#[inline(always)]
+fn limits(capacity: usize, max_capacity: usize) -> u64 {
+    u64::from(to_index(capacity)) | u64::from(to_index(max_capacity)) << 32
+}
+
+const _: () = assert!(
+    std::mem::offset_of!(ByteBuf, marks) == 32
+        && std::mem::offset_of!(ByteBuf, limits) == 48
+        && std::mem::size_of::<ByteBuf>() == 56
+);
 
 /// The largest capacity a buffer can have: 4 GiB - 1 (Netty's is 2 GiB - 1).
 /// A larger `max_capacity` asked of the allocator is capped to it.
@@ -412,27 +453,20 @@ unsafe impl Sync for ByteBuf {}
 impl ByteBuf {
     #[inline(always)]
     pub(crate) fn new(allocation: Allocation, capacity: usize, max_capacity: usize) -> ByteBuf {
-        let room = allocation.len();
-        ByteBuf::with_room(allocation, room, capacity, max_capacity)
+        let marks = Marks::fresh(allocation.len());
+        ByteBuf::with_marks(allocation, marks, capacity, max_capacity)
     }
 
-    /// As [`new`](Self::new), with the region's usable length already known.
+    /// As [`new`](Self::new), with the region's fresh marks already known.
     #[inline(always)]
-    fn with_room(allocation: Allocation, room: usize, capacity: usize, max_capacity: usize) -> ByteBuf {
-        debug_assert!(room == allocation.len() && capacity <= room && capacity <= max_capacity);
-        ByteBuf {
-            head: Head::unique(allocation),
-            capacity: to_index(capacity),
-            room: to_index(room),
-            frozen: 0,
-            reader_index: 0,
-            writer_index: 0,
-            max_capacity: to_index(max_capacity),
-        }
+    fn with_marks(allocation: Allocation, marks: Marks, capacity: usize, max_capacity: usize) -> ByteBuf {
+        debug_assert!(marks == Marks::fresh(allocation.len()));
+        debug_assert!(capacity <= marks.room as usize && capacity <= max_capacity);
+        ByteBuf { head: Head::unique(allocation), marks, limits: limits(capacity, max_capacity) }
     }
 
     /// The cache hit's buffer: a copy of the allocation at `image`, whose
-    /// region has `room` usable bytes.
+    /// region's fresh marks are `marks`.
     ///
     /// # Safety
     ///
@@ -441,25 +475,31 @@ impl ByteBuf {
     #[inline(always)]
     pub(crate) unsafe fn from_allocation_image(
         image: NonNull<Allocation>,
-        room: usize,
+        marks: Marks,
         capacity: usize,
         max_capacity: usize,
     ) -> ByteBuf {
         // SAFETY: the allocation is the buffer's alone (this function's contract).
         let allocation = unsafe { image.read() };
-        ByteBuf::with_room(allocation, room, capacity, max_capacity)
+        ByteBuf::with_marks(allocation, marks, capacity, max_capacity)
     }
 
     /// Bytes from `ptr` this part may use without moving: its window.
     #[inline]
     fn room(&self) -> usize {
-        self.room as usize
+        self.marks.room as usize
     }
 
     /// Bytes from `ptr` that read-only views may see.
     #[inline]
     fn frozen(&self) -> usize {
-        self.frozen as usize
+        self.marks.frozen as usize
+    }
+
+    /// Sets the capacity, within the window (the caller checks).
+    #[inline]
+    fn store_capacity(&mut self, capacity: usize) {
+        self.limits = limits(capacity, self.max_capacity());
     }
 
     /// Where this part starts in its region.
@@ -488,7 +528,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn capacity(&self) -> usize {
-        self.capacity as usize
+        self.limits as u32 as usize
     }
 
     /// The capacity the buffer may grow to.
@@ -503,7 +543,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn max_capacity(&self) -> usize {
-        self.max_capacity as usize
+        (self.limits >> 32) as usize
     }
 
     /// Whether the memory is direct (mmap-backed) rather than heap.
@@ -569,7 +609,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn reader_index(&self) -> usize {
-        self.reader_index as usize
+        self.marks.reader_index as usize
     }
 
     /// The index of the next byte to write.
@@ -584,7 +624,7 @@ impl ByteBuf {
     #[must_use]
     #[inline]
     pub fn writer_index(&self) -> usize {
-        self.writer_index as usize
+        self.marks.writer_index as usize
     }
 
     /// Sets the reader index.
@@ -622,7 +662,7 @@ impl ByteBuf {
     /// ```
     pub fn try_set_reader_index(&mut self, index: usize) -> Result<(), IndexError> {
         self.check(index, 0, 0, self.writer_index())?;
-        self.reader_index = to_index(index);
+        self.marks.reader_index = to_index(index);
         Ok(())
     }
 
@@ -661,7 +701,7 @@ impl ByteBuf {
     /// ```
     pub fn try_set_writer_index(&mut self, index: usize) -> Result<(), IndexError> {
         self.check(index, 0, self.reader_index(), self.capacity())?;
-        self.writer_index = to_index(index);
+        self.marks.writer_index = to_index(index);
         Ok(())
     }
 
@@ -743,8 +783,8 @@ impl ByteBuf {
     /// ```
     #[inline]
     pub fn clear(&mut self) {
-        self.reader_index = 0;
-        self.writer_index = 0;
+        self.marks.reader_index = 0;
+        self.marks.writer_index = 0;
     }
 
     /// Moves the readable bytes to index 0 and the indexes with them,
@@ -772,8 +812,8 @@ impl ByteBuf {
         if reader != writer {
             self.bytes_mut(0, writer).copy_within(reader..writer, 0);
         }
-        self.reader_index = 0;
-        self.writer_index = to_index(writer - reader);
+        self.marks.reader_index = 0;
+        self.marks.writer_index = to_index(writer - reader);
     }
 
     // ---- views of the bytes ----------------------------------------------
@@ -882,8 +922,8 @@ impl ByteBuf {
     /// window then extends to the region's end and no view can be left.
     fn reclaim(&mut self) {
         if let Some(len) = self.head.reclaim() {
-            self.room = to_index(len - self.offset());
-            self.frozen = 0;
+            self.marks.room = to_index(len - self.offset());
+            self.marks.frozen = 0;
         }
     }
 
@@ -903,10 +943,10 @@ impl ByteBuf {
         // the old range is only read, and the two regions are distinct because both are alive.
         // SAFETY: both ranges are initialised and `writer_index` bytes long; the new region is ours alone.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr().as_ptr(), target.as_ptr(), self.writer_index()) };
-        self.room = to_index(allocation.len());
+        self.marks.room = to_index(allocation.len());
         self.head = Head::unique(allocation);
-        self.frozen = 0;
-        self.capacity = to_index(new_capacity);
+        self.marks.frozen = 0;
+        self.store_capacity(new_capacity);
         Ok(())
     }
 
@@ -972,17 +1012,17 @@ impl ByteBuf {
                 self.reclaim();
             }
             if new_capacity <= self.room() {
-                self.capacity = to_index(new_capacity);
+                self.store_capacity(new_capacity);
                 return Ok(());
             }
         } else if shrinks_in_place(new_capacity, self.room()) {
-            self.capacity = to_index(new_capacity);
+            self.store_capacity(new_capacity);
             self.clamp_indexes();
             return Ok(());
         }
         let (reader, writer) = (self.reader_index(), self.writer_index());
         if new_capacity < self.capacity() {
-            self.writer_index = to_index(writer.min(new_capacity));
+            self.marks.writer_index = to_index(writer.min(new_capacity));
         }
         match self.move_to_new_region(new_capacity) {
             Ok(()) => {
@@ -990,7 +1030,7 @@ impl ByteBuf {
                 Ok(())
             }
             Err(e) => {
-                (self.reader_index, self.writer_index) = (to_index(reader), to_index(writer));
+                (self.marks.reader_index, self.marks.writer_index) = (to_index(reader), to_index(writer));
                 Err(e)
             }
         }
@@ -999,9 +1039,9 @@ impl ByteBuf {
     /// Netty's `trimIndicesToCapacity`.
     fn clamp_indexes(&mut self) {
         if self.writer_index() > self.capacity() {
-            self.writer_index = self.capacity;
+            self.marks.writer_index = to_index(self.capacity());
         }
-        self.reader_index = self.reader_index.min(self.writer_index);
+        self.marks.reader_index = self.marks.reader_index.min(self.marks.writer_index);
     }
 
     /// Makes room for `additional` more bytes after the writer index: in
@@ -1207,7 +1247,7 @@ impl ByteBuf {
         let index = self.reader_index();
         self.check(index, dst.len(), 0, self.writer_index())?;
         dst.copy_from_slice(&self.as_slice()[index..index + dst.len()]);
-        self.reader_index += to_index(dst.len());
+        self.marks.reader_index += to_index(dst.len());
         Ok(())
     }
 
@@ -1249,7 +1289,7 @@ impl ByteBuf {
         self.try_ensure_writable(src.len())?;
         let start = self.writer_index();
         self.bytes_mut(start, start + src.len()).copy_from_slice(src);
-        self.writer_index += to_index(src.len());
+        self.marks.writer_index += to_index(src.len());
         Ok(())
     }
 
@@ -1271,7 +1311,7 @@ impl ByteBuf {
         self.ensure_writable(count);
         let start = self.writer_index();
         self.bytes_mut(start, start + count).fill(0);
-        self.writer_index += to_index(count);
+        self.marks.writer_index += to_index(count);
     }
 
     /// The index of the first `byte` in `from..to` when `from <= to`, or of
@@ -1355,11 +1395,11 @@ impl ByteBuf {
         self.check(reader, at, 0, self.capacity()).unwrap_or_else(|e| panic!("{e}"));
         let split = reader + at;
         let mut tail = self.part(split, self.capacity(), self.writer_index().max(split));
-        tail.room = to_index(self.room() - split);
-        self.capacity = to_index(split);
-        self.room = to_index(split);
-        self.frozen = to_index(self.frozen().min(split));
-        self.writer_index = to_index(self.writer_index().min(split));
+        tail.marks.room = to_index(self.room() - split);
+        self.store_capacity(split);
+        self.marks.room = to_index(split);
+        self.marks.frozen = to_index(self.frozen().min(split));
+        self.marks.writer_index = to_index(self.writer_index().min(split));
         tail
     }
 
@@ -1369,14 +1409,16 @@ impl ByteBuf {
         let region = self.head.share();
         // SAFETY: `start <= capacity <= room`: within (or one past the end of) the region.
         let ptr = unsafe { self.ptr().add(start) };
+        let room = capacity_end - start;
         ByteBuf {
             head: Head::shared(ptr, region),
-            capacity: to_index(capacity_end - start),
-            room: to_index(capacity_end - start),
-            frozen: to_index(self.frozen().saturating_sub(start).min(capacity_end - start)),
-            reader_index: 0,
-            writer_index: to_index(writer_end - start),
-            max_capacity: self.max_capacity,
+            marks: Marks {
+                room: to_index(room),
+                frozen: to_index(self.frozen().saturating_sub(start).min(room)),
+                reader_index: 0,
+                writer_index: to_index(writer_end - start),
+            },
+            limits: limits(room, self.max_capacity()),
         }
     }
 
@@ -1385,11 +1427,11 @@ impl ByteBuf {
         // SAFETY: `end <= writer_index <= capacity <= room`: within the region.
         let ptr = unsafe { self.ptr().add(end) };
         self.head.set_shared_ptr(ptr);
-        self.capacity -= to_index(end);
-        self.room -= to_index(end);
-        self.frozen = to_index(self.frozen().saturating_sub(end));
-        self.reader_index = 0;
-        self.writer_index -= to_index(end);
+        self.store_capacity(self.capacity() - end);
+        self.marks.room -= to_index(end);
+        self.marks.frozen = to_index(self.frozen().saturating_sub(end));
+        self.marks.reader_index = 0;
+        self.marks.writer_index -= to_index(end);
     }
 
     /// Hands the readable bytes to [`Bytes`] without copying: the region goes
@@ -1447,7 +1489,7 @@ impl ByteBuf {
         self.check(self.reader_index() + start, length, self.reader_index(), self.writer_index())
             .unwrap_or_else(|e| panic!("{e}"));
         let region = self.head.share();
-        self.frozen = to_index(self.frozen().max(self.reader_index() + end));
+        self.marks.frozen = to_index(self.frozen().max(self.reader_index() + end));
         // SAFETY: `reader_index + start <= writer_index <= capacity`.
         let ptr = unsafe { self.ptr().add(self.reader_index() + start) };
         ByteSlice { region, ptr, len: length }
@@ -1591,7 +1633,7 @@ macro_rules! primitives {
                 let start = self.reader_index();
                 let bytes = self.as_slice()[..self.writer_index()].get(start..start + $size)?;
                 let value = $ty::$from(bytes.try_into().expect("exact length"));
-                self.reader_index += to_index($size);
+                self.marks.reader_index += to_index($size);
                 Some(value)
             }
 
@@ -1633,7 +1675,7 @@ macro_rules! primitives {
                 self.try_ensure_writable($size)?;
                 let start = self.writer_index();
                 self.bytes_mut(start, start + $size).copy_from_slice(&value.$to());
-                self.writer_index += to_index($size);
+                self.marks.writer_index += to_index($size);
                 Ok(())
             }
             )*
@@ -1789,7 +1831,7 @@ impl Buf for ByteBuf {
     fn advance(&mut self, cnt: usize) {
         let reader = self.reader_index();
         self.check(reader, cnt, 0, self.writer_index()).unwrap_or_else(|e| panic!("{e}"));
-        self.reader_index += to_index(cnt);
+        self.marks.reader_index += to_index(cnt);
     }
 
     /// Zero-copy: the bytes are split off and frozen (see
@@ -1821,7 +1863,7 @@ unsafe impl BufMut for ByteBuf {
     unsafe fn advance_mut(&mut self, cnt: usize) {
         let writer = self.writer_index();
         self.check(writer, cnt, 0, self.capacity()).unwrap_or_else(|e| panic!("{e}"));
-        self.writer_index += to_index(cnt);
+        self.marks.writer_index += to_index(cnt);
     }
 
     /// The writable bytes; grows first (by the growth policy) when there are
@@ -1848,7 +1890,7 @@ unsafe impl BufMut for ByteBuf {
         self.ensure_writable(cnt);
         let start = self.writer_index();
         self.bytes_mut(start, start + cnt).fill(val);
-        self.writer_index += to_index(cnt);
+        self.marks.writer_index += to_index(cnt);
     }
 }
 

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use crate::allocator::Pool;
 use crate::arena::{Arena, PooledRegion};
-use crate::buf::ByteBuf;
+use crate::buf::{ByteBuf, Marks};
 use crate::cache_registry::CacheTally;
 use crate::chunk::Handle;
 use crate::config::Config;
@@ -723,8 +723,8 @@ pub(crate) fn cache_hit(pool: &Pool, kind: MemoryKind, capacity: usize) -> Optio
     // The reference lasts as long as the hit, which `PooledAllocator::buffer_of` turns into a buffer at once.
     // SAFETY: as in `allocate`.
     let cache = unsafe { &mut *cache };
-    let (slot, room) = cache.take_slot(kind, capacity)?;
-    Some(CacheHit { slot: slot.cast(), room, _cache: PhantomData })
+    let (slot, marks) = cache.take_slot(kind, capacity)?;
+    Some(CacheHit { slot: slot.cast(), marks, _cache: PhantomData })
 }
 
 /// A region just popped from a thread cache's stack, to become a buffer.
@@ -734,7 +734,8 @@ pub(crate) fn cache_hit(pool: &Pool, kind: MemoryKind, capacity: usize) -> Optio
 #[must_use = "the popped region is lost unless it becomes a buffer"]
 pub(crate) struct CacheHit<'c> {
     slot: NonNull<Allocation>,
-    room: usize,
+    /// The fresh marks of the region's class.
+    marks: Marks,
     _cache: PhantomData<&'c mut ThreadCache>,
 }
 
@@ -749,7 +750,7 @@ impl CacheHit<'_> {
         // The slot holds a region as the allocation's fields in their order
         // (checked below), and nothing has pushed since (the hit borrows the cache).
         // SAFETY: the slot was popped for this buffer alone.
-        unsafe { ByteBuf::from_allocation_image(self.slot, self.room, capacity, max_capacity) }
+        unsafe { ByteBuf::from_allocation_image(self.slot, self.marks, capacity, max_capacity) }
     }
 }
 
@@ -953,8 +954,9 @@ struct Stack {
     room: u32,
     /// The configured capacity (0: not cached).
     capacity: u32,
-    /// The class's size, at hand for the parked-bytes tally.
-    class_size: u32,
+    /// What a fresh buffer of the class starts with (its room is the class
+    /// size, at hand for the parked-bytes tally too).
+    fresh: Marks,
     /// The class and tag of the stack's regions as a cached, untracked
     /// buffer carries them ([`Meta::class_key`]): a buffer whose meta shows
     /// this key belongs here.
@@ -968,7 +970,7 @@ impl Stack {
             len_and_hits: 0,
             room: 0,
             capacity: capacity as u32,
-            class_size: class_size as u32,
+            fresh: Marks::fresh(class_size),
             class_key: CachedRegion::meta_for(kind, 0, idx).class_key(),
         }
     }
@@ -976,6 +978,12 @@ impl Stack {
     #[inline(always)]
     fn len(&self) -> u32 {
         self.len_and_hits as u32
+    }
+
+    /// The class's size.
+    #[inline(always)]
+    fn class_size(&self) -> u64 {
+        self.fresh.room() as u64
     }
 
     #[inline(always)]
@@ -1351,22 +1359,22 @@ impl ThreadCache {
         self.trim_left = self.trim_span;
     }
 
-    /// The hit path: a region of `size`'s class from the stack, with the class
-    /// size, or `None`, also when the leak detector is to track this
-    /// allocation: the slow path ([`allocate`](Self::allocate)) then serves
-    /// it, so that the hit path has one outcome and builds its buffer in one
-    /// place.
+    /// The hit path: a region of `size`'s class from the stack, or `None`,
+    /// also when the leak detector is to track this allocation: the slow
+    /// path ([`allocate`](Self::allocate)) then serves it, so that the hit
+    /// path has one outcome and builds its buffer in one place.
     #[inline(always)]
-    fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<(Allocation, usize)> {
-        let (slot, class_size) = self.take_slot(kind, size)?;
+    fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<Allocation> {
+        let (slot, _) = self.take_slot(kind, size)?;
         // SAFETY: just popped for this allocation; nothing pushes in between.
-        Some((unsafe { Allocation::from_slot(slot) }, class_size))
+        Some(unsafe { Allocation::from_slot(slot) })
     }
 
     /// The hit path's pop: the slot of the newest cached region of `size`'s
-    /// class (valid until the stack's next push), with the class size.
+    /// class (valid until the stack's next push), with the class's fresh
+    /// marks.
     #[inline(always)]
-    fn take_slot(&mut self, kind: MemoryKind, size: usize) -> Option<(NonNull<CachedRegion>, usize)> {
+    fn take_slot(&mut self, kind: MemoryKind, size: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
         let idx = self.classes.index_of(size)?;
         // The last hit before a trim check or a leak sample is the slow
         // path's to count.
@@ -1382,7 +1390,7 @@ impl ThreadCache {
     /// tracks it.
     #[inline(always)]
     fn allocate(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
-        if let Some((allocation, _)) = self.allocate_cached(kind, size) {
+        if let Some(allocation) = self.allocate_cached(kind, size) {
             return Ok((allocation, false));
         }
         self.allocate_counted(kind, size)
@@ -1395,7 +1403,7 @@ impl ThreadCache {
     fn allocate_counted(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
         let hit = self.classes.index_of(size).and_then(|idx| self.take(kind, idx));
         let (allocation, lookup) = match hit {
-            Some((allocation, _)) => (allocation, true),
+            Some(allocation) => (allocation, true),
             None => self.allocate_slow(kind, size)?,
         };
         Ok((allocation, self.count_slow(lookup)))
@@ -1416,7 +1424,7 @@ impl ThreadCache {
         };
         let lookup = self.kinds[k].stacks[idx].capacity > 0;
         if lookup && self.drain_remote(k, idx) > 0 {
-            if let Some((allocation, _)) = self.take(kind, idx) {
+            if let Some(allocation) = self.take(kind, idx) {
                 return Ok((allocation, true));
             }
         }
@@ -1426,23 +1434,22 @@ impl ThreadCache {
         Ok((Allocation::from_region(CachedRegion::of(kind, &region, self.shared)), lookup))
     }
 
-    /// Takes the newest cached region of class `idx` of `kind` for a buffer,
-    /// with the class size.
+    /// Takes the newest cached region of class `idx` of `kind` for a buffer.
     #[inline(always)]
-    fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(Allocation, usize)> {
-        let (slot, class_size) = self.pop_counted(kind, idx)?;
+    fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<Allocation> {
+        let (slot, _) = self.pop_counted(kind, idx)?;
         // SAFETY: just popped for this allocation; nothing pushes in between.
-        Some((unsafe { Allocation::from_slot(slot) }, class_size))
+        Some(unsafe { Allocation::from_slot(slot) })
     }
 
     /// Pops the newest region of class `idx` of `kind` for a buffer, counting
     /// the hit and the parked bytes; gives its slot (valid until the stack's
-    /// next push) and the class size.
+    /// next push) and the class's fresh marks.
     #[inline(always)]
-    fn pop_counted(&mut self, kind: MemoryKind, idx: usize) -> Option<(NonNull<CachedRegion>, usize)> {
+    fn pop_counted(&mut self, kind: MemoryKind, idx: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
         let stack = self.kinds[kind.index()].stack(idx);
         let slot = stack.pop_slot()?;
-        let class_size = stack.class_size;
+        let (class_size, marks) = (stack.class_size(), stack.fresh);
         self.last_hit = StackAt { kind, class: idx as u8 };
         #[cfg(debug_assertions)]
         {
@@ -1452,8 +1459,8 @@ impl ThreadCache {
             assert_eq!(region.owner, self.shared.cast());
             self.local_out_check += 1;
         }
-        self.tally.add_parked(kind, u64::from(class_size).wrapping_neg());
-        Some((slot, class_size as usize))
+        self.tally.add_parked(kind, class_size.wrapping_neg());
+        Some((slot, marks))
     }
 
     /// The owner thread's release into the class's stack; false when the stack
@@ -1480,8 +1487,8 @@ impl ThreadCache {
         }
         // The key says untracked and from a cache: the meta is as kept.
         stack.push_image(allocation);
-        let class_size = stack.class_size;
-        self.tally.add_parked(last.kind, u64::from(class_size));
+        let class_size = stack.class_size();
+        self.tally.add_parked(last.kind, class_size);
         self.count_release();
         true
     }
@@ -1499,7 +1506,7 @@ impl ThreadCache {
         }
         // Untracked and from a cache (the caller checked): the meta is as kept.
         stack.push_image(allocation);
-        self.tally.add_parked(kind, u64::from(stack.class_size));
+        self.tally.add_parked(kind, stack.class_size());
         self.count_release();
         true
     }
@@ -1558,7 +1565,7 @@ impl ThreadCache {
         for remote in &run[1..kept] {
             stack.push_unchecked(CachedRegion::of(kind, &remote.region, shared));
         }
-        self.tally.add_parked(kind, u64::from(stack.class_size) * kept as u64);
+        self.tally.add_parked(kind, stack.class_size() * kept as u64);
         self.out_or_parked += kept;
         kept
     }
@@ -1628,7 +1635,7 @@ impl ThreadCache {
     fn publish_parked(&self) {
         for (k, kind) in MemoryKind::ALL.into_iter().enumerate() {
             let stacks = self.kinds[k].stacks.iter();
-            let bytes: u64 = stacks.map(|stack| u64::from(stack.len()) * u64::from(stack.class_size)).sum();
+            let bytes: u64 = stacks.map(|stack| u64::from(stack.len()) * stack.class_size()).sum();
             self.tally.set_parked(kind, bytes);
         }
     }
