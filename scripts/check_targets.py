@@ -7,10 +7,15 @@ ratio, the target, and whether it holds.
     scripts/check_targets.py bench.tsv
 """
 import collections
+import os
 import sys
 
 BASELINES = ("system", "mimalloc", "jemalloc")
 OURS = "arenabuf-direct"
+# The default pool on this machine: min(2 x cores, memory / chunk / 6) arenas
+# per kind (the memory term is far larger here) of 4 MiB chunks.
+CHUNK_MIB = 4
+ARENAS = 2 * (os.cpu_count() or 1)
 
 
 def load(lines):
@@ -71,6 +76,10 @@ def main():
                         "missing" if speedup is None else ("ok" if speedup >= 1.8 else "MISSED"), floor_speedup))
     peak = figures.get(("rss", "mixed", 1, "ratio"), {}).get(OURS)
     check("rss: peak RSS / live bytes", peak, 1.15)
+    # After releasing everything nothing is live: what stays is bounded by
+    # one chunk per arena (arenabuf-direct uses the direct arenas).
+    after = figures.get(("rss", "mixed", 1, "MiB"), {}).get(OURS)
+    check(f"rss: MiB after release + trim ({ARENAS} arenas x {CHUNK_MIB} MiB)", after, ARENAS * CHUNK_MIB)
     out_of_reach = 0
     for label, value, limit, verdict, floor in results:
         shown = "-" if value is None else f"{value:.2f}"
@@ -83,8 +92,10 @@ def main():
                 out_of_reach += 1
         print(f"{verdict:7} {label:50} {shown:>7}  (target {'>=' if at_least else '<='} {limit}){note}")
     missed = sum(1 for r in results if r[3] == "MISSED")
-    print(f"{len(results) - missed} of {len(results)} targets met or missing data, {missed} missed"
-          f" ({out_of_reach} of them out of reach even for the floor reference)")
+    missing = sum(1 for r in results if r[3] == "missing")
+    print(f"{len(results) - missed - missing} of {len(results)} targets met, {missed} missed"
+          f" ({out_of_reach} of them out of reach even for the floor reference), {missing} without data")
+    sys.exit(0 if missed + missing == 0 else 1)
 
 
 if __name__ == "__main__":
