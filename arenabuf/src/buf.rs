@@ -397,12 +397,6 @@ impl Marks {
     pub(crate) fn fresh(room: usize) -> Marks {
         Marks { room: to_index(room), frozen: 0, reader_index: 0, writer_index: 0 }
     }
-
-    /// Bytes from the part's first byte it may use without moving.
-    #[inline(always)]
-    pub(crate) fn room(self) -> usize {
-        self.room as usize
-    }
 }
 
 /// The limits word of a buffer with these capacities.

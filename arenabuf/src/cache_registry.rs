@@ -12,22 +12,28 @@
 //!
 //! `pinned = arena active bytes + huge bytes + unpooled bytes - parked - queued`.
 //!
-//! Parked bytes change only on the owner thread, which writes them with a
-//! plain load and store of a counter no other thread writes (no
-//! read-modify-write, no contention). Queued bytes change with a
-//! `fetch_add` on the cross-thread release path, which already does atomic
-//! work on the same cache's shared part, and a `fetch_sub` when the queue
-//! is drained (a slow path).
+//! Parked bytes are not counted at all: the tally holds the word in which
+//! each of the owner's stacks keeps its length (the owner's plain loads
+//! and stores of its own stacks, nothing more), and a reader multiplies
+//! the lengths by the class sizes. Queued bytes change with a `fetch_add`
+//! on the cross-thread release path, which already does atomic work on the
+//! same cache's shared part, and a `fetch_sub` when the queue is drained (a
+//! slow path).
 
 use crate::memory::MemoryKind;
 use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::thread_cache::SharedRef;
 
 /// One thread cache's published figures and its trim request flag.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct CacheTally {
-    /// Bytes parked in the stacks, per kind; written by the owner thread only.
-    parked: [AtomicU64; 2],
+    /// Each stack's length (low half) and hits since the last trim (high
+    /// half), heap classes first, then direct ones: the words the owner's
+    /// stacks keep them in (`thread_cache`). Written by the owner thread
+    /// only.
+    stack_words: Box<[AtomicU64]>,
+    /// The size of each class, for the parked bytes.
+    class_sizes: Box<[usize]>,
     /// Bytes queued by other threads, per kind.
     queued: [AtomicU64; 2],
     /// Set by [`PooledAllocator::trim`](crate::PooledAllocator::trim): the
@@ -36,19 +42,28 @@ pub(crate) struct CacheTally {
 }
 
 impl CacheTally {
-    /// Publishes the bytes parked in the owner's stacks of `kind`. Owner
-    /// thread only.
-    #[inline]
-    pub(crate) fn set_parked(&self, kind: MemoryKind, bytes: u64) {
-        self.parked[kind.index()].store(bytes, Ordering::Relaxed);
+    /// A tally for a cache with a stack per class of `class_sizes`, and kind.
+    pub(crate) fn new(class_sizes: Box<[usize]>) -> CacheTally {
+        CacheTally {
+            stack_words: (0..2 * class_sizes.len()).map(|_| AtomicU64::new(0)).collect(),
+            class_sizes,
+            queued: Default::default(),
+            trim_requested: AtomicBool::new(false),
+        }
     }
 
-    /// Adds (or with a wrapping negative, subtracts) parked bytes. Owner
-    /// thread only: a load and a store, as nobody else writes the counter.
-    #[inline]
-    pub(crate) fn add_parked(&self, kind: MemoryKind, delta: u64) {
-        let counter = &self.parked[kind.index()];
-        counter.store(counter.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Relaxed);
+    /// The word of the owner's stack of class `idx` of `kind`.
+    pub(crate) fn stack_word(&self, kind: MemoryKind, idx: usize) -> &AtomicU64 {
+        &self.stack_words[kind.index() * self.class_sizes.len() + idx]
+    }
+
+    /// Bytes parked in the owner's stacks of `kind`.
+    fn parked(&self, kind: MemoryKind) -> u64 {
+        let words = self.stack_words.chunks(self.class_sizes.len()).nth(kind.index()).unwrap_or_default();
+        words.iter().zip(self.class_sizes.iter()).fold(0u64, |sum, (word, &size)| {
+            // The low half of a stack's word is its length.
+            sum + u64::from(word.load(Ordering::Relaxed) as u32) * size as u64
+        })
     }
 
     /// Counts bytes entering the remote queue, unless that would take the
@@ -73,8 +88,7 @@ impl CacheTally {
 
     /// Bytes of `kind` the cache holds back from buffers.
     fn held(&self, kind: MemoryKind) -> u64 {
-        let k = kind.index();
-        self.parked[k].load(Ordering::Relaxed).wrapping_add(self.queued[k].load(Ordering::Relaxed))
+        self.parked(kind).wrapping_add(self.queued[kind.index()].load(Ordering::Relaxed))
     }
 
     /// Asks the owner to give back every cached region.

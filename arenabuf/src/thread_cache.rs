@@ -63,7 +63,7 @@ use crate::error::AllocError;
 use crate::leak::{self, LeakDetector, LeakLevel, LeakTracker};
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
-use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Ordering};
 use crate::thread_local;
 
 /// `outstanding`'s starting value: stands for the live owner thread.
@@ -1014,15 +1014,17 @@ struct Stack {
     slots: Box<[CachedRegion]>,
     /// The regions cached (`slots[..len]`, low half) and the allocations
     /// served since the last trim (high half), in one word so that a hit
-    /// updates both with one store.
-    len_and_hits: u64,
+    /// updates both with one store. The word lives in the cache's
+    /// [`CacheTally`], where the pool's metrics read the lengths: so the
+    /// parked bytes cost the hot path no counter of their own.
+    word: NonNull<AtomicU64>,
     /// `slots.len()`: 0 until the slots exist, so an unmade stack reads as
     /// full and the hot path needs no separate check.
     room: u32,
     /// The configured capacity (0: not cached).
     capacity: u32,
     /// What a fresh buffer of the class starts with (its room is the class
-    /// size, at hand for the parked-bytes tally too).
+    /// size).
     fresh: Marks,
     /// The class and tag of the stack's regions as a cached, untracked
     /// buffer carries them ([`Meta::class_key`]): a buffer whose meta shows
@@ -1031,10 +1033,15 @@ struct Stack {
 }
 
 impl Stack {
-    fn new(kind: MemoryKind, idx: usize, capacity: usize, class_size: usize) -> Stack {
+    /// The stack of class `idx` of `kind`, keeping its length in `tally`.
+    ///
+    /// # Safety
+    ///
+    /// `tally` outlives the stack (the cache holds both, the tally longer).
+    unsafe fn new(kind: MemoryKind, idx: usize, capacity: usize, class_size: usize, tally: &CacheTally) -> Stack {
         Stack {
             slots: Box::default(),
-            len_and_hits: 0,
+            word: NonNull::from(tally.stack_word(kind, idx)),
             room: 0,
             capacity: capacity as u32,
             fresh: Marks::fresh(class_size),
@@ -1042,43 +1049,58 @@ impl Stack {
         }
     }
 
+    /// The length-and-hits word.
     #[inline(always)]
-    fn len(&self) -> u32 {
-        self.len_and_hits as u32
+    fn word(&self) -> &AtomicU64 {
+        // SAFETY: the word is in the cache's tally, which outlives the stack (`new`'s contract).
+        unsafe { self.word.as_ref() }
     }
 
-    /// The class's size.
+    /// The length (low half) and the hits since the last trim (high half).
     #[inline(always)]
-    fn class_size(&self) -> u64 {
-        self.fresh.room() as u64
+    fn len_and_hits(&self) -> u64 {
+        // Only the owner thread writes the word, so its own last store is what it reads.
+        self.word().load(Ordering::Relaxed)
+    }
+
+    /// Publishes a new length and hit count (a plain store: nobody else writes the word).
+    #[inline(always)]
+    fn set_len_and_hits(&mut self, word: u64) {
+        self.word().store(word, Ordering::Relaxed);
+    }
+
+    #[inline(always)]
+    fn len(&self) -> u32 {
+        self.len_and_hits() as u32
     }
 
     #[inline(always)]
     fn set_len(&mut self, len: u32) {
-        self.len_and_hits = self.len_and_hits & !u64::from(u32::MAX) | u64::from(len);
+        self.set_len_and_hits(self.len_and_hits() & !u64::from(u32::MAX) | u64::from(len));
     }
 
     /// Allocations served since the last trim.
     fn hits(&self) -> u32 {
-        (self.len_and_hits >> 32) as u32
+        (self.len_and_hits() >> 32) as u32
     }
 
     fn clear_hits(&mut self) {
-        self.len_and_hits &= u64::from(u32::MAX);
+        self.set_len_and_hits(self.len_and_hits() & u64::from(u32::MAX));
     }
 
     /// Takes the newest region for an allocation, counting a hit; leaves the
     /// region in its slot until the next push.
     #[inline(always)]
     fn pop_slot(&mut self) -> Option<NonNull<CachedRegion>> {
-        let len = self.len();
+        let word = self.len_and_hits();
+        let len = word as u32;
         if len == 0 {
             return None;
         }
         debug_assert!(len <= self.room && self.slots.len() == self.room as usize);
         // `len - 1` and `hits + 1` in one add: the length is not zero, so no
         // borrow reaches the hits, which wrap as a `u32` counter would.
-        self.len_and_hits = self.len_and_hits.wrapping_add((1 << 32) - 1);
+        self.set_len_and_hits(word.wrapping_add((1 << 32) - 1));
         // SAFETY: `len - 1 < room == slots.len()`.
         Some(NonNull::from(unsafe { self.slots.get_unchecked(len as usize - 1) }))
     }
@@ -1097,27 +1119,30 @@ impl Stack {
     /// the class is not cached.
     #[inline(always)]
     fn push(&mut self, region: CachedRegion) -> bool {
-        if !self.has_room() {
+        let Some(word) = self.room_for_one() else {
             return self.room == 0 && self.make_room(region);
-        }
-        self.push_unchecked(region);
+        };
+        self.push_unchecked(word, region);
         true
     }
 
-    /// Whether a push needs no more than a store: the slots exist and are
-    /// not all taken.
+    /// The length-and-hits word, when a push needs no more than a store:
+    /// the slots exist and are not all taken.
     #[inline(always)]
-    fn has_room(&self) -> bool {
-        self.len() < self.room
+    fn room_for_one(&self) -> Option<u64> {
+        let word = self.len_and_hits();
+        ((word as u32) < self.room).then_some(word)
     }
 
-    /// Adds a region on top of a stack that [has room](Self::has_room).
+    /// Adds a region on top of a stack whose word is `word`, with room
+    /// ([`room_for_one`](Self::room_for_one)).
     #[inline(always)]
-    fn push_unchecked(&mut self, region: CachedRegion) {
-        assert!(self.has_room(), "push_unchecked on a full stack");
+    fn push_unchecked(&mut self, word: u64, region: CachedRegion) {
+        let len = word as u32;
+        assert!(len < self.room, "push_unchecked on a full stack");
         // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
-        unsafe { *self.slots.get_unchecked_mut(self.len() as usize) = region };
-        self.len_and_hits += 1;
+        unsafe { *self.slots.get_unchecked_mut(len as usize) = region };
+        self.set_len_and_hits(word + 1);
     }
 
     /// [`push_unchecked`](Self::push_unchecked) of a cached, untracked
@@ -1125,18 +1150,19 @@ impl Stack {
     /// the pop that takes the region back reads without a stall (see
     /// [`Allocation`]'s layout).
     #[inline(always)]
-    fn push_image(&mut self, allocation: &Allocation) {
-        assert!(self.has_room(), "push_image on a full stack");
+    fn push_image(&mut self, word: u64, allocation: &Allocation) {
+        let len = word as u32;
+        assert!(len < self.room, "push_image on a full stack");
         // The slot's type has the allocation's fields in the same order
         // (checked at compile time at `CacheHit`), so the copy is the
         // region as `push_unchecked` would keep it.
         // The two do not overlap: the allocation lives in a buffer, the slot in the stack.
         // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
         unsafe {
-            let slot = self.slots.as_mut_ptr().add(self.len() as usize);
+            let slot = self.slots.as_mut_ptr().add(len as usize);
             std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1);
         }
-        self.len_and_hits += 1;
+        self.set_len_and_hits(word + 1);
     }
 
     /// The stack's storage is not made yet (or the class is not cached).
@@ -1234,7 +1260,9 @@ pub(crate) struct ThreadCache {
     trim_interval: u32,
     trim_period: Option<Duration>,
     last_trim: Instant,
-    /// The shared part's tally, reached without going through `shared`.
+    /// The shared part's tally, reached without going through `shared`; it
+    /// holds the stacks' length words, so it is declared (and dropped) after
+    /// `kinds`, and dropped with the cache at the earliest.
     tally: Arc<CacheTally>,
     /// The stack the last region for a buffer came from: where a release on
     /// this thread most likely goes (see [`release_cached`](Self::release_cached)).
@@ -1271,6 +1299,7 @@ impl ThreadCache {
         let capacities: Box<[u32]> = (0..classes.num_classes())
             .map(|idx| if caching { stack_capacity(config, &classes, idx) } else { 0 })
             .collect();
+        let tally = Arc::new(CacheTally::new((0..classes.num_classes()).map(|idx| classes.size_of(idx)).collect()));
         let kind_cache = |kind| {
             let arena = pool.bind_least_used(kind);
             // A stack for every class (capacity 0 where nothing is cached), so
@@ -1278,13 +1307,13 @@ impl ThreadCache {
             let stacks = (0..classes.num_classes())
                 .map(|idx| {
                     let capacity = if arena.is_some() { capacities[idx] as usize } else { 0 };
-                    Stack::new(kind, idx, capacity, classes.size_of(idx))
+                    // SAFETY: the cache keeps `tally` until it is dropped, after its stacks (`ThreadCache::tally`).
+                    unsafe { Stack::new(kind, idx, capacity, classes.size_of(idx), &tally) }
                 })
                 .collect();
             KindCache { arena: arena.map(NonNull::from), stacks }
         };
         let kinds = MemoryKind::ALL.map(kind_cache);
-        let tally = Arc::new(CacheTally::default());
         let shared = Box::new(CacheShared {
             pool: pool.clone(),
             arenas: [kinds[0].arena, kinds[1].arena],
@@ -1510,13 +1539,13 @@ impl ThreadCache {
     }
 
     /// Pops the newest region of class `idx` of `kind` for a buffer, counting
-    /// the hit and the parked bytes; gives its slot (valid until the stack's
-    /// next push) and the class's fresh marks.
+    /// the hit; gives its slot (valid until the stack's next push) and the
+    /// class's fresh marks.
     #[inline(always)]
     fn pop_counted(&mut self, kind: MemoryKind, idx: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
         let stack = self.kinds[kind.index()].stack(idx);
         let slot = stack.pop_slot()?;
-        let (class_size, marks) = (stack.class_size(), stack.fresh);
+        let marks = stack.fresh;
         self.last_hit = StackAt { kind, class: idx as u8 };
         #[cfg(debug_assertions)]
         {
@@ -1526,7 +1555,6 @@ impl ThreadCache {
             assert_eq!(region.owner, self.shared.cast());
             self.local_out_check += 1;
         }
-        self.tally.add_parked(kind, class_size.wrapping_neg());
         Some((slot, marks))
     }
 
@@ -1549,13 +1577,9 @@ impl ThreadCache {
         if stack.class_key != allocation.meta.class_key() {
             return self.release_to_class(allocation);
         }
-        if !stack.has_room() {
-            return false;
-        }
+        let Some(word) = stack.room_for_one() else { return false };
         // The key says untracked and from a cache: the meta is as kept.
-        stack.push_image(allocation);
-        let class_size = stack.class_size();
-        self.tally.add_parked(last.kind, class_size);
+        stack.push_image(word, allocation);
         self.count_release();
         true
     }
@@ -1568,12 +1592,9 @@ impl ThreadCache {
         let stack = self.kinds[kind.index()].stack(allocation.meta.size_idx() as usize);
         // Room is checked before the region is read, so that nothing is kept
         // aside for the slow path (which also makes a stack's first slots).
-        if !stack.has_room() {
-            return false;
-        }
+        let Some(word) = stack.room_for_one() else { return false };
         // Untracked and from a cache (the caller checked): the meta is as kept.
-        stack.push_image(allocation);
-        self.tally.add_parked(kind, stack.class_size());
+        stack.push_image(word, allocation);
         self.count_release();
         true
     }
@@ -1601,8 +1622,8 @@ impl ThreadCache {
     }
 
     /// Parks a batch of released regions: each run of regions of one arena
-    /// and class goes into its stack in one go (one kind lookup, one tally
-    /// update), and what the stack has no room for goes back to the arena.
+    /// and class goes into its stack in one go (one kind lookup), and what
+    /// the stack has no room for goes back to the arena.
     fn park_all(&mut self, regions: &[RemoteRegion]) {
         let mut rest = regions;
         while let Some(first) = rest.first() {
@@ -1630,9 +1651,9 @@ impl ThreadCache {
         }
         let kept = run.len().min(1 + (stack.room - stack.len()) as usize);
         for remote in &run[1..kept] {
-            stack.push_unchecked(CachedRegion::of(kind, &remote.region, shared));
+            let word = stack.len_and_hits();
+            stack.push_unchecked(word, CachedRegion::of(kind, &remote.region, shared));
         }
-        self.tally.add_parked(kind, stack.class_size() * kept as u64);
         self.out_or_parked += kept;
         kept
     }
@@ -1693,18 +1714,7 @@ impl ThreadCache {
         }
         #[cfg(debug_assertions)]
         self.check_buffers_out();
-        self.publish_parked();
         self.shared().free_queued();
-    }
-
-    /// Recounts the bytes parked in the stacks and publishes them (a stack
-    /// holds regions of one class only).
-    fn publish_parked(&self) {
-        for (k, kind) in MemoryKind::ALL.into_iter().enumerate() {
-            let stacks = self.kinds[k].stacks.iter();
-            let bytes: u64 = stacks.map(|stack| u64::from(stack.len()) * stack.class_size()).sum();
-            self.tally.set_parked(kind, bytes);
-        }
     }
 }
 
