@@ -21,7 +21,7 @@
 //! slow path).
 
 use crate::memory::MemoryKind;
-use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering, StatAtomicU64};
 use crate::thread_cache::SharedRef;
 
 /// One thread cache's published figures and its trim request flag.
@@ -31,7 +31,7 @@ pub(crate) struct CacheTally {
     /// half), heap classes first, then direct ones: the words the owner's
     /// stacks keep them in (`thread_cache`). Written by the owner thread
     /// only.
-    stack_words: Box<[AtomicU64]>,
+    stack_words: Box<[StatAtomicU64]>,
     /// The size of each class, for the parked bytes.
     class_sizes: Box<[usize]>,
     /// Bytes queued by other threads, per kind.
@@ -45,7 +45,7 @@ impl CacheTally {
     /// A tally for a cache with a stack per class of `class_sizes`, and kind.
     pub(crate) fn new(class_sizes: Box<[usize]>) -> CacheTally {
         CacheTally {
-            stack_words: (0..2 * class_sizes.len()).map(|_| AtomicU64::new(0)).collect(),
+            stack_words: (0..2 * class_sizes.len()).map(|_| StatAtomicU64::new(0)).collect(),
             class_sizes,
             queued: Default::default(),
             trim_requested: AtomicBool::new(false),
@@ -53,7 +53,7 @@ impl CacheTally {
     }
 
     /// The word of the owner's stack of class `idx` of `kind`.
-    pub(crate) fn stack_word(&self, kind: MemoryKind, idx: usize) -> &AtomicU64 {
+    pub(crate) fn stack_word(&self, kind: MemoryKind, idx: usize) -> &StatAtomicU64 {
         &self.stack_words[kind.index() * self.class_sizes.len() + idx]
     }
 

@@ -15,6 +15,13 @@ pub(crate) use std::sync::{
     Arc, Mutex, MutexGuard,
 };
 
+/// An atomic that loom does not model, under `--cfg loom` too: for words
+/// one thread writes and others only read as statistics (the stacks'
+/// lengths, which metrics sum), where no protocol depends on the ordering.
+/// The hot path touches them on every allocation and release; modelled, they
+/// would multiply the interleavings loom explores without checking anything.
+pub(crate) use std::sync::atomic::AtomicU64 as StatAtomicU64;
+
 /// Locks `mutex`, ignoring poisoning: the pool's invariants are restored
 /// before any code that can panic runs while a lock is held, so a panic in
 /// another thread leaves the state consistent.

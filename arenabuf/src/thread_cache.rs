@@ -63,7 +63,7 @@ use crate::error::AllocError;
 use crate::leak::{self, LeakDetector, LeakLevel, LeakTracker};
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
-use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, CachePadded, Ordering, StatAtomicU64};
 use crate::thread_local;
 
 /// `outstanding`'s starting value: stands for the live owner thread.
@@ -1017,7 +1017,7 @@ struct Stack {
     /// updates both with one store. The word lives in the cache's
     /// [`CacheTally`], where the pool's metrics read the lengths: so the
     /// parked bytes cost the hot path no counter of their own.
-    word: NonNull<AtomicU64>,
+    word: NonNull<StatAtomicU64>,
     /// `slots.len()`: 0 until the slots exist, so an unmade stack reads as
     /// full and the hot path needs no separate check.
     room: u32,
@@ -1051,7 +1051,7 @@ impl Stack {
 
     /// The length-and-hits word.
     #[inline(always)]
-    fn word(&self) -> &AtomicU64 {
+    fn word(&self) -> &StatAtomicU64 {
         // SAFETY: the word is in the cache's tally, which outlives the stack (`new`'s contract).
         unsafe { self.word.as_ref() }
     }
@@ -1902,9 +1902,10 @@ mod loom_models {
         });
     }
 
-    /// The allocating thread exits while another thread releases its buffer:
-    /// whichever finishes last frees the cache's shared part, and the region
-    /// ends up in the arena.
+    /// The allocating thread exits while another thread releases its
+    /// buffers (the first starts the outbox's batch, the second takes the
+    /// foreign fast path): whichever finishes last frees the cache's shared
+    /// part, and the regions end up in the arena.
     #[test]
     fn loom_thread_exit_races_a_release() {
         model(|| {
@@ -1913,12 +1914,17 @@ mod loom_models {
             let owner = {
                 let alloc = alloc.clone();
                 thread::spawn(move || {
-                    let buf = alloc.heap_buffer(100);
-                    tx.send(buf).unwrap();
+                    let bufs = [alloc.heap_buffer(100), alloc.heap_buffer(100)];
+                    tx.send(bufs).unwrap();
                     // Exits now: its cache closes and settles.
                 })
             };
-            let releaser = thread::spawn(move || drop(rx.recv().unwrap()));
+            let releaser = thread::spawn(move || {
+                let [first, second] = rx.recv().unwrap();
+                drop(first);
+                drop(second);
+                crate::thread_local::send_outbox();
+            });
             owner.join().unwrap();
             releaser.join().unwrap();
             settle(&alloc);
