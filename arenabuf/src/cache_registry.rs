@@ -32,8 +32,6 @@ pub(crate) struct CacheTally {
     /// stacks keep them in (`thread_cache`). Written by the owner thread
     /// only.
     stack_words: Box<[StatAtomicU64]>,
-    /// The size of each class, for the parked bytes.
-    class_sizes: Box<[usize]>,
     /// Bytes queued by other threads, per kind.
     queued: [AtomicU64; 2],
     /// Set by [`PooledAllocator::trim`](crate::PooledAllocator::trim): the
@@ -42,27 +40,35 @@ pub(crate) struct CacheTally {
 }
 
 impl CacheTally {
-    /// A tally for a cache with a stack per class of `class_sizes`, and kind.
-    pub(crate) fn new(class_sizes: Box<[usize]>) -> CacheTally {
+    /// A tally for a cache with a stack per class (`classes` of them) and
+    /// kind.
+    pub(crate) fn new(classes: usize) -> CacheTally {
         CacheTally {
-            stack_words: (0..2 * class_sizes.len()).map(|_| StatAtomicU64::new(0)).collect(),
-            class_sizes,
+            stack_words: (0..MemoryKind::ALL.len() * classes).map(|_| StatAtomicU64::new(0)).collect(),
             queued: Default::default(),
             trim_requested: AtomicBool::new(false),
         }
     }
 
-    /// The word of the owner's stack of class `idx` of `kind`.
-    pub(crate) fn stack_word(&self, kind: MemoryKind, idx: usize) -> &StatAtomicU64 {
-        &self.stack_words[kind.index() * self.class_sizes.len() + idx]
+    /// The stack words of `kind`, one per class.
+    fn stack_words(&self, kind: MemoryKind) -> &[StatAtomicU64] {
+        let classes = self.stack_words.len() / MemoryKind::ALL.len();
+        &self.stack_words[kind.index() * classes..][..classes]
     }
 
-    /// Bytes parked in the owner's stacks of `kind`.
-    fn parked(&self, kind: MemoryKind) -> u64 {
-        let words = self.stack_words.chunks(self.class_sizes.len()).nth(kind.index()).unwrap_or_default();
-        words.iter().zip(self.class_sizes.iter()).fold(0u64, |sum, (word, &size)| {
+    /// The word of the owner's stack of class `idx` of `kind`.
+    pub(crate) fn stack_word(&self, kind: MemoryKind, idx: usize) -> &StatAtomicU64 {
+        &self.stack_words(kind)[idx]
+    }
+
+    /// Bytes parked in the owner's stacks of `kind`, whose classes have the
+    /// sizes `cached_sizes` where they are cached (0 where not: those
+    /// stacks stay empty).
+    fn parked(&self, kind: MemoryKind, cached_sizes: &[u32]) -> u64 {
+        let words = self.stack_words(kind).iter();
+        words.zip(cached_sizes).fold(0u64, |sum, (word, &size)| {
             // The low half of a stack's word is its length.
-            sum + u64::from(word.load(Ordering::Relaxed) as u32) * size as u64
+            sum + u64::from(word.load(Ordering::Relaxed) as u32) * u64::from(size)
         })
     }
 
@@ -87,8 +93,8 @@ impl CacheTally {
     }
 
     /// Bytes of `kind` the cache holds back from buffers.
-    fn held(&self, kind: MemoryKind) -> u64 {
-        self.parked(kind).wrapping_add(self.queued[kind.index()].load(Ordering::Relaxed))
+    fn held(&self, kind: MemoryKind, cached_sizes: &[u32]) -> u64 {
+        self.parked(kind, cached_sizes).wrapping_add(self.queued[kind.index()].load(Ordering::Relaxed))
     }
 
     /// Asks the owner to give back every cached region.
@@ -134,7 +140,11 @@ impl CacheRegistry {
 
     /// Bytes of `kind` that all caches hold back from buffers.
     pub(crate) fn held_bytes(&self, kind: MemoryKind) -> u64 {
-        lock(&self.entries).iter().fold(0u64, |sum, e| sum.wrapping_add(e.tally.held(kind)))
+        let entries = lock(&self.entries);
+        // Holding the registry lock keeps each shared part alive (see `trim_all`).
+        entries
+            .iter()
+            .fold(0u64, |sum, e| e.shared.with_cached_sizes(|sizes| sum.wrapping_add(e.tally.held(kind, sizes))))
     }
 
     /// Asks every cache to give back all its regions at its owner's next

@@ -286,6 +286,13 @@ impl SharedRef {
         let shared = unsafe { self.0.as_ref() };
         shared.free_queued();
     }
+
+    /// Runs `f` on the size of each class this cache keeps (0 for the rest).
+    pub(crate) fn with_cached_sizes<R>(&self, f: impl FnOnce(&[u32]) -> R) -> R {
+        // SAFETY: as in `return_queued`: the registry calls this under its lock.
+        let shared = unsafe { self.0.as_ref() };
+        f(&shared.cached_sizes)
+    }
 }
 
 /// What an allocation's `owner` pointer points to, by tag.
@@ -664,8 +671,9 @@ impl Allocation {
     #[inline(never)]
     fn release_foreign(&self) -> bool {
         let shared_ptr = self.owner.cast::<CacheShared>();
-        // SAFETY: a cached, untracked allocation (the caller checked) is
-        // counted in its shared part's outstanding buffers, so it is alive.
+        // A cached, untracked allocation (the caller checked) is counted in
+        // its shared part's outstanding buffers.
+        // SAFETY: counted, so the shared part is alive.
         let shared = unsafe { shared_ptr.as_ref() };
         let kind = self.kind();
         let size_idx = self.meta.size_idx();
@@ -682,6 +690,7 @@ impl Allocation {
         });
         added == Some(true)
     }
+
     /// Every release but a same-thread, untracked one into a stack with room.
     #[cold]
     #[inline(never)]
@@ -1299,7 +1308,7 @@ impl ThreadCache {
         let capacities: Box<[u32]> = (0..classes.num_classes())
             .map(|idx| if caching { stack_capacity(config, &classes, idx) } else { 0 })
             .collect();
-        let tally = Arc::new(CacheTally::new((0..classes.num_classes()).map(|idx| classes.size_of(idx)).collect()));
+        let tally = Arc::new(CacheTally::new(classes.num_classes()));
         let kind_cache = |kind| {
             let arena = pool.bind_least_used(kind);
             // A stack for every class (capacity 0 where nothing is cached), so
