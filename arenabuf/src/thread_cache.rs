@@ -142,9 +142,6 @@ impl RemoteBatch {
     #[inline]
     fn push(&mut self, region: RemoteRegion, kind: MemoryKind, size: u64) {
         self.bytes[kind.index()] += size;
-        if self.regions.capacity() == 0 {
-            self.regions.reserve_exact(OUTBOX_REGIONS);
-        }
         self.regions.push(region);
     }
 
@@ -229,6 +226,15 @@ impl CacheShared {
     /// when the queue is full, or would hold more than
     /// [`REMOTE_QUEUE_BYTES`] of either kind. The bytes are counted as queued
     /// before the push, so that the owner's pop never sees them uncounted.
+    /// The bytes a released region of class `idx` counts while on its way
+    /// back, when the owner takes it: it keeps the class and has not
+    /// closed (its thread has not exited).
+    #[inline(always)]
+    fn queued_size(&self, idx: usize) -> Option<u64> {
+        let size = self.cached_sizes[idx];
+        (size > 0 && !self.closed.load(Ordering::Acquire)).then_some(u64::from(size))
+    }
+
     fn push_remote(&self, batch: RemoteBatch) -> Result<(), RemoteBatch> {
         let counted = MemoryKind::ALL.into_iter().zip(batch.bytes);
         for (i, (kind, size)) in counted.clone().enumerate() {
@@ -675,19 +681,11 @@ impl Allocation {
         // its shared part's outstanding buffers.
         // SAFETY: counted, so the shared part is alive.
         let shared = unsafe { shared_ptr.as_ref() };
-        let kind = self.kind();
-        let size_idx = self.meta.size_idx();
-        let size = shared.cached_sizes[usize::from(size_idx)];
-        if size == 0 || shared.closed.load(Ordering::Acquire) {
-            return false;
-        }
-        let Some(arena) = shared.arenas[kind.index()] else { return false };
-        let region =
-            PooledRegion { ptr: self.ptr, chunk: self.meta.chunk(), handle: self.handle, size_idx: size_idx.into() };
+        let Some(size) = shared.queued_size(self.meta.size_idx().into()) else { return false };
+        let (region, kind) = (self.remote_region(shared), self.kind());
         // SAFETY: counted (above); the outbox ends the count when it sends.
-        let added = thread_local::with_outbox(|outbox| unsafe {
-            outbox.add_for_current_owner(shared_ptr, RemoteRegion { arena, region }, kind, u64::from(size))
-        });
+        let added =
+            thread_local::with_outbox(|outbox| unsafe { outbox.add_for_current_owner(shared_ptr, region, kind, size) });
         added == Some(true)
     }
 
@@ -710,6 +708,14 @@ impl Allocation {
         let shared_ptr = self.owner.cast::<CacheShared>();
         // SAFETY: this allocation is counted in the shared part's outstanding buffers, so it is alive.
         let shared = unsafe { shared_ptr.as_ref() };
+        let region = self.remote_region(shared);
+        // SAFETY: counted (above); this call ends the count.
+        unsafe { release_to_owner(shared_ptr, Some(region)) }
+    }
+
+    /// The region of a cached allocation, on its way back to `shared`'s cache.
+    #[inline(always)]
+    fn remote_region(&self, shared: &CacheShared) -> RemoteRegion {
         let arena = shared.arenas[self.kind().index()].expect("a pooled region has an arena");
         let region = PooledRegion {
             ptr: self.ptr,
@@ -717,8 +723,7 @@ impl Allocation {
             handle: self.handle,
             size_idx: self.meta.size_idx().into(),
         };
-        // SAFETY: counted (above); this call ends the count.
-        unsafe { release_to_owner(shared_ptr, Some(RemoteRegion { arena, region })) }
+        RemoteRegion { arena, region }
     }
 }
 
@@ -849,13 +854,10 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
             return;
         }
     }
-    let cached_size = |region: &RemoteRegion| shared.cached_sizes[region.region.size_idx as usize];
-    let batch = match region {
-        // A closed cache takes nothing more: its owner has exited.
-        Some(region) if cached_size(&region) > 0 && !shared.closed.load(Ordering::Acquire) => {
+    let batch = match region.map(|region| (region, shared.queued_size(region.region.size_idx as usize))) {
+        Some((region, Some(size))) => {
             // SAFETY: the pool, and so the arena, is alive through `shared`.
             let kind = unsafe { region.arena.as_ref() }.kind();
-            let size = u64::from(cached_size(&region));
             // SAFETY: counted, and the outbox ends the count when it sends.
             let posted = thread_local::with_outbox(|outbox| unsafe { outbox.add(shared_ptr, region, kind, size) });
             if posted.is_some() {
@@ -865,7 +867,7 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
             // SAFETY: the region's buffer is being released.
             unsafe { RemoteBatch::of(region) }
         }
-        Some(region) => {
+        Some((region, None)) => {
             // The owner does not keep the class, or has exited: straight to
             // the arena.
             // SAFETY: the pool is alive through `shared`.
@@ -935,7 +937,16 @@ impl Outbox {
         if self.owner != Some(owner) {
             self.send();
             self.owner = Some(owner);
+            // A batch's storage, made when it starts rather than checked
+            // for on every push.
+            self.batch.regions.reserve_exact(OUTBOX_REGIONS);
         }
+        self.push(region, kind, size);
+    }
+
+    /// Adds a region to the batch, and sends the batch when it is full.
+    #[inline(always)]
+    fn push(&mut self, region: RemoteRegion, kind: MemoryKind, size: u64) {
         self.batch.push(region, kind, size);
         if self.batch.regions.len() >= OUTBOX_REGIONS || self.batch.total_bytes() >= OUTBOX_BYTES {
             self.send();
@@ -943,8 +954,7 @@ impl Outbox {
     }
 
     /// [`add`](Self::add), when the outbox already gathers regions for
-    /// `owner` (so its storage is made); false (nothing done) when it does
-    /// not.
+    /// `owner`; false (nothing done) when it does not.
     ///
     /// # Safety
     ///
@@ -957,17 +967,14 @@ impl Outbox {
         kind: MemoryKind,
         size: u64,
     ) -> bool {
-        let regions = &mut self.batch.regions;
-        // A batch at its region count was sent (`add`), so there is room
-        // unless it is a batch of another owner or none.
-        if self.owner != Some(owner) || regions.len() >= regions.capacity() {
+        // A batch of this owner has its storage, and room (it is sent when
+        // it fills up): the check costs a compare and spares the hot
+        // release the code for growing the batch.
+        let regions = &self.batch.regions;
+        if self.owner != Some(owner) || regions.len() == regions.capacity() {
             return false;
         }
-        regions.push(region);
-        self.batch.bytes[kind.index()] += size;
-        if self.batch.regions.len() >= OUTBOX_REGIONS || self.batch.total_bytes() >= OUTBOX_BYTES {
-            self.send();
-        }
+        self.push(region, kind, size);
         true
     }
 
