@@ -683,9 +683,10 @@ impl Allocation {
         let shared = unsafe { shared_ptr.as_ref() };
         let Some(size) = shared.queued_size(self.meta.size_idx().into()) else { return false };
         let (region, kind) = (self.remote_region(shared), self.kind());
-        // SAFETY: counted (above); the outbox ends the count when it sends.
-        let added =
-            thread_local::with_outbox(|outbox| unsafe { outbox.add_for_current_owner(shared_ptr, region, kind, size) });
+        let added = thread_local::with_outbox(|outbox| {
+            // SAFETY: counted (above); the outbox ends the count when it sends.
+            unsafe { outbox.add_for_current_owner(shared_ptr, region, kind, size) }
+        });
         added == Some(true)
     }
 
