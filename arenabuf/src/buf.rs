@@ -29,7 +29,7 @@ use bytes::buf::UninitSlice;
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::error::AllocError;
-use crate::thread_cache::{Allocation, META_NOT_AN_ALLOCATION, META_OFFSET};
+use crate::thread_cache::{Allocation, META_NOT_AN_ALLOCATION, META_OFFSET, META_RELEASE_SLOW};
 
 /// Growth doubles up to this capacity and then grows in steps of it.
 const GROWTH_THRESHOLD: usize = 4 << 20;
@@ -211,7 +211,12 @@ impl Head {
 impl Drop for Head {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.is_shared() {
+        // The common case first, with one test (the allocation's drop then
+        // knows its own test's outcome).
+        if self.meta_word() & META_RELEASE_SLOW == 0 {
+            // SAFETY: not shared (the test covers the shared mark); dropped once, here.
+            unsafe { ManuallyDrop::drop(&mut self.raw.unique) }
+        } else if self.is_shared() {
             // SAFETY: shared, checked above; dropped once, here.
             unsafe { ManuallyDrop::drop(&mut self.raw.shared) }
         } else {

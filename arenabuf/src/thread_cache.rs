@@ -322,6 +322,11 @@ const NOT_AN_ALLOCATION: u8 = 0b1_0000;
 pub(crate) const META_OFFSET: usize = std::mem::offset_of!(Allocation, meta);
 /// See [`META_OFFSET`].
 pub(crate) const META_NOT_AN_ALLOCATION: u64 = (NOT_AN_ALLOCATION as u64) << 40;
+/// The bits of the meta word that are all clear in a buffer that holds a
+/// cached, untracked allocation: the common release, which a buffer's drop
+/// tells from the others with one test.
+pub(crate) const META_RELEASE_SLOW: u64 = ((NOT_AN_ALLOCATION | SOURCE_MASK | TRACKED) as u64) << 40;
+const _: () = assert!(SOURCE_CACHE == 0, "META_RELEASE_SLOW takes a cached allocation's source bits to be 0");
 
 /// The rare kinds of allocation, kept out of line so that `Allocation` stays
 /// small: a pooled region without a cache (the thread was exiting), a huge
@@ -651,8 +656,10 @@ impl Drop for Allocation {
                 if cache.release_cached(self) {
                     return;
                 }
-            } else if self.release_foreign() {
-                return;
+            } else {
+                // A call in tail position, like `drop_slow`'s: the fast path
+                // then saves no register to come back to.
+                return self.release_foreign_or_slow();
             }
         }
         self.drop_slow();
@@ -675,6 +682,15 @@ impl Allocation {
     /// One call with the checks in line: the slow path's chain of calls,
     /// closures and checks costs about 40 more instructions per release.
     #[inline(never)]
+    fn release_foreign_or_slow(&mut self) {
+        if !self.release_foreign() {
+            self.drop_slow();
+        }
+    }
+
+    /// [`release_foreign_or_slow`](Self::release_foreign_or_slow)'s fast
+    /// path: false when it did nothing.
+    #[inline(always)]
     fn release_foreign(&self) -> bool {
         let shared_ptr = self.owner.cast::<CacheShared>();
         // A cached, untracked allocation (the caller checked) is counted in
@@ -1195,18 +1211,69 @@ impl Stack {
     }
 }
 
-/// Where a stack is: its kind and its class.
-#[derive(Debug, Clone, Copy)]
-struct StackAt {
-    kind: MemoryKind,
-    class: u8,
+/// A kind's stacks, one per class, owned through a raw pointer: the cache
+/// also keeps a pointer to the stack of its last hit
+/// ([`ThreadCache::last_hit`]), which stays valid while the stacks are used
+/// through this (a `Box` would invalidate it at each use).
+struct Stacks {
+    /// `len` stacks, from a leaked `Box<[Stack]>`.
+    base: NonNull<Stack>,
+    len: usize,
+}
+
+impl Stacks {
+    fn new(stacks: Box<[Stack]>) -> Stacks {
+        let len = stacks.len();
+        Stacks { base: NonNull::from(Box::leak(stacks)).cast(), len }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The stack of class `idx`, as a pointer valid as long as `self`: a
+    /// class index (from `index_of`, or a pooled region's size index), for
+    /// which there is always a stack.
+    #[inline(always)]
+    fn at(&self, idx: usize) -> NonNull<Stack> {
+        debug_assert!(idx < self.len);
+        // SAFETY: there is a stack for every class (`ThreadCache::new`), and
+        // callers pass class indexes: within the `len` stacks.
+        unsafe { self.base.add(idx) }
+    }
+
+    /// The stack of class `idx` (see [`at`](Self::at)).
+    #[inline(always)]
+    fn get_mut(&mut self, idx: usize) -> &mut Stack {
+        // SAFETY: `at` points to a live stack; `&mut self` borrows them all.
+        unsafe { self.at(idx).as_mut() }
+    }
+
+    fn as_slice(&self) -> &[Stack] {
+        // SAFETY: `base` holds `len` stacks, borrowed with `self`.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Stacks {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` came from a leaked `Box<[Stack]>`, dropped
+        // once, here.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.len)) });
+    }
+}
+
+impl std::fmt::Debug for Stacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
 }
 
 /// The stacks of one memory kind and the arena they serve.
 #[derive(Debug)]
 struct KindCache {
     arena: Option<NonNull<Arena>>,
-    stacks: Box<[Stack]>,
+    stacks: Stacks,
 }
 
 impl KindCache {
@@ -1214,9 +1281,7 @@ impl KindCache {
     /// region's size index), for which there is always a stack.
     #[inline(always)]
     fn stack(&mut self, idx: usize) -> &mut Stack {
-        debug_assert!(idx < self.stacks.len());
-        // SAFETY: there is a stack for every class (`ThreadCache::new`), and callers pass class indexes.
-        unsafe { self.stacks.get_unchecked_mut(idx) }
+        self.stacks.get_mut(idx)
     }
 
     fn arena(&self) -> Option<&Arena> {
@@ -1232,13 +1297,13 @@ impl KindCache {
         let Some(arena) = self.arena else { return 0 };
         // SAFETY: as in `arena()`.
         let arena = unsafe { arena.as_ref() };
-        self.stacks[idx].drain_oldest(count, |region| arena.free(region.meta.chunk(), region.handle, idx))
+        self.stacks.get_mut(idx).drain_oldest(count, |region| arena.free(region.meta.chunk(), region.handle, idx))
     }
 
     /// Regions in the stacks.
     #[cfg(debug_assertions)]
     fn regions_parked(&self) -> usize {
-        self.stacks.iter().map(|stack| stack.len() as usize).sum()
+        self.stacks.as_slice().iter().map(|stack| stack.len() as usize).sum()
     }
 }
 
@@ -1283,7 +1348,7 @@ pub(crate) struct ThreadCache {
     tally: Arc<CacheTally>,
     /// The stack the last region for a buffer came from: where a release on
     /// this thread most likely goes (see [`release_cached`](Self::release_cached)).
-    last_hit: StackAt,
+    last_hit: NonNull<Stack>,
     /// The pool's leak-detection level, and the allocations left until the
     /// next one the detector tracks, as of the arming (`u32::MAX` when
     /// disabled, so every level pays the same countdown on the hit path).
@@ -1328,7 +1393,7 @@ impl ThreadCache {
                     unsafe { Stack::new(kind, idx, capacity, classes.size_of(idx), &tally) }
                 })
                 .collect();
-            KindCache { arena: arena.map(NonNull::from), stacks }
+            KindCache { arena: arena.map(NonNull::from), stacks: Stacks::new(stacks) }
         };
         let kinds = MemoryKind::ALL.map(kind_cache);
         let shared = Box::new(CacheShared {
@@ -1350,7 +1415,7 @@ impl ThreadCache {
         let mut cache = ThreadCache {
             leak_level: config.leak_detection,
             leak_left: 0,
-            last_hit: StackAt { kind: MemoryKind::Heap, class: 0 },
+            last_hit: kinds[0].stacks.at(0),
             tally,
             shared,
             classes,
@@ -1535,7 +1600,7 @@ impl ThreadCache {
             self.count_new_buffer();
             return Ok((Allocation::from_huge(kind, detached), false));
         };
-        let lookup = self.kinds[k].stacks[idx].capacity > 0;
+        let lookup = self.kinds[k].stack(idx).capacity > 0;
         if lookup && self.drain_remote(k, idx) > 0 {
             if let Some(allocation) = self.take(kind, idx) {
                 return Ok((allocation, true));
@@ -1560,10 +1625,12 @@ impl ThreadCache {
     /// class's fresh marks.
     #[inline(always)]
     fn pop_counted(&mut self, kind: MemoryKind, idx: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
-        let stack = self.kinds[kind.index()].stack(idx);
+        let mut at = self.kinds[kind.index()].stacks.at(idx);
+        // SAFETY: `at` points to a live stack, and `&mut self` borrows them all.
+        let stack = unsafe { at.as_mut() };
         let slot = stack.pop_slot()?;
         let marks = stack.fresh;
-        self.last_hit = StackAt { kind, class: idx as u8 };
+        self.last_hit = at;
         #[cfg(debug_assertions)]
         {
             // SAFETY: just popped; the slot keeps the region until the next push.
@@ -1589,8 +1656,11 @@ impl ThreadCache {
     /// (BENCHMARKS.md, session 5).
     #[inline(always)]
     fn release_cached(&mut self, allocation: &Allocation) -> bool {
-        let last = self.last_hit;
-        let stack = self.kinds[last.kind.index()].stack(usize::from(last.class));
+        // SAFETY: `last_hit` points to one of this cache's stacks (from
+        // `Stacks::at`), which live and stay in place as long as the cache;
+        // `&mut self` borrows them all, and `stack` is not used past the
+        // call that could borrow them again.
+        let stack = unsafe { self.last_hit.as_mut() };
         if stack.class_key != allocation.meta.class_key() {
             return self.release_to_class(allocation);
         }
@@ -1630,7 +1700,7 @@ impl ThreadCache {
         while let Some(batch) = shared.pop_remote() {
             count += batch.regions.len();
             self.park_all(&batch.regions);
-            let stack = &self.kinds[k].stacks[idx];
+            let stack = self.kinds[k].stack(idx);
             if stack.len() >= stack.capacity {
                 break;
             }
@@ -1723,7 +1793,7 @@ impl ThreadCache {
         self.arm();
         for cache in &mut self.kinds {
             for idx in 0..cache.stacks.len() {
-                let stack = &mut cache.stacks[idx];
+                let stack = cache.stacks.get_mut(idx);
                 let excess = if everything { usize::MAX } else { stack.capacity.saturating_sub(stack.hits()) as usize };
                 stack.clear_hits();
                 self.out_or_parked -= cache.free_oldest(idx, excess);
