@@ -11,6 +11,9 @@ import os
 import sys
 
 BASELINES = ("system", "mimalloc", "jemalloc")
+# References with arenabuf's handle size (`bench --impl floor-wide,mimalloc-wide`),
+# shown next to the targets they bear on when the input has them.
+WIDE = ("floor-wide", "mimalloc-wide")
 OURS = "arenabuf-direct"
 # The default pool on this machine: min(2 x cores, memory / chunk / 6) arenas
 # per kind (the memory term is far larger here) of 4 MiB chunks.
@@ -41,13 +44,19 @@ def main():
     figures = load(source)
     results = []
 
-    def check(label, value, limit, floor=None):
+    def check(label, value, limit, floor=None, row=None):
         """`floor`: the same ratio for the `floor` reference, when measured;
-        above the limit it says that no allocator could meet the target."""
+        above the limit it says that no allocator could meet the target.
+        `row`: the line's figures, for the wide references' ratios."""
+        wide = ""
+        for impl in WIDE:
+            ratio = ratio_to_best(row or {}, impl)[0]
+            if ratio is not None:
+                wide += f"  {impl} {ratio:.2f}"
         if value is None:
-            results.append((label, None, limit, "missing", floor))
+            results.append((label, None, limit, "missing", floor, wide))
         else:
-            results.append((label, value, limit, "ok" if value <= limit else "MISSED", floor))
+            results.append((label, value, limit, "ok" if value <= limit else "MISSED", floor, wide))
 
     for size in ("64", "256", "1024", "4096", "16384", "65536"):
         row = figures.get(("hot", size, 1, "ns/op"), {})
@@ -60,10 +69,10 @@ def main():
     for size, limit in (("4096", 0.7), ("16384", 0.7), ("65536", 0.7), ("1048576", 0.7), ("mixed", 0.7),
                         ("64", 1.0), ("256", 1.0), ("1024", 1.0)):
         row = figures.get(("window", size, 1, "ns/op"), {})
-        check(f"window {size}: direct / best", ratio_to_best(row)[0], limit, ratio_to_best(row, "floor")[0])
+        check(f"window {size}: direct / best", ratio_to_best(row)[0], limit, ratio_to_best(row, "floor")[0], row)
     for size in ("64", "256", "1024", "4096", "16384", "65536", "1048576", "mixed"):
-        best, _ = ratio_to_best(figures.get(("xthread", size, 1, "ns/op"), {}))
-        check(f"xthread {size}: direct / best", best, 0.8)
+        row = figures.get(("xthread", size, 1, "ns/op"), {})
+        check(f"xthread {size}: direct / best", ratio_to_best(row)[0], 0.8, None, row)
     for size in ("64", "256", "1024", "4096", "16384", "65536", "1048576", "mixed"):
         one = figures.get(("window-mt", size, 1, "ns/op"), {}).get(OURS)
         two = figures.get(("window-mt", size, 2, "ns/op"), {}).get(OURS)
@@ -73,7 +82,7 @@ def main():
         floor_two = figures.get(("window-mt", size, 2, "ns/op"), {}).get("floor")
         floor_speedup = floor_one / floor_two if floor_one and floor_two else None
         results.append((f"window-mt {size}: 2-thread / 1-thread throughput", speedup, 1.8,
-                        "missing" if speedup is None else ("ok" if speedup >= 1.8 else "MISSED"), floor_speedup))
+                        "missing" if speedup is None else ("ok" if speedup >= 1.8 else "MISSED"), floor_speedup, ""))
     peak = figures.get(("rss", "mixed", 1, "ratio"), {}).get(OURS)
     check("rss: peak RSS / live bytes", peak, 1.15)
     # After releasing everything nothing is live: what stays is bounded by
@@ -81,7 +90,7 @@ def main():
     after = figures.get(("rss", "mixed", 1, "MiB"), {}).get(OURS)
     check(f"rss: MiB after release + trim ({ARENAS} arenas x {CHUNK_MIB} MiB)", after, ARENAS * CHUNK_MIB)
     out_of_reach = 0
-    for label, value, limit, verdict, floor in results:
+    for label, value, limit, verdict, floor, wide in results:
         shown = "-" if value is None else f"{value:.2f}"
         at_least = "throughput" in label
         note = ""
@@ -90,7 +99,7 @@ def main():
             note = f"  floor {floor:.3f}" + ("" if reachable else ": out of reach on this machine")
             if verdict == "MISSED" and not reachable:
                 out_of_reach += 1
-        print(f"{verdict:7} {label:50} {shown:>7}  (target {'>=' if at_least else '<='} {limit}){note}")
+        print(f"{verdict:7} {label:50} {shown:>7}  (target {'>=' if at_least else '<='} {limit}){note}{wide}")
     missed = sum(1 for r in results if r[3] == "MISSED")
     missing = sum(1 for r in results if r[3] == "missing")
     print(f"{len(results) - missed - missing} of {len(results)} targets met, {missed} missed"

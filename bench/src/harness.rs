@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
-use crate::impls::{self, Arenabuf, BufAlloc, Bytes, Floor, Jemalloc, Mimalloc, System};
+use crate::impls::{self, Arenabuf, BufAlloc, Bytes, Floor, FloorWide, Jemalloc, Mimalloc, MimallocWide, System, Wide};
 use crate::workloads::{self, Outcome, Size, XorShift, SEED};
 
 /// The workloads of BENCH_SPEC.
@@ -91,6 +91,8 @@ pub fn make(name: &str) -> Option<Box<dyn Runner>> {
         "mimalloc" => Box::new(Mimalloc),
         "jemalloc" => Box::new(Jemalloc),
         "floor" => Box::new(Floor),
+        "floor-wide" => Box::<FloorWide>::new(Wide(Floor)),
+        "mimalloc-wide" => Box::<MimallocWide>::new(Wide(Mimalloc)),
         _ => return None,
     })
 }

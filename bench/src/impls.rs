@@ -11,6 +11,10 @@ use bytes::BytesMut;
 pub const ALL: [&str; 8] =
     ["arenabuf-direct", "arenabuf-heap", "arenabuf-nocache", "system", "bytesmut", "mimalloc", "jemalloc", "floor"];
 
+/// References run only when asked for (`--impl`): an allocator whose
+/// buffers are carried in handles as large as arenabuf's (see [`Wide`]).
+pub const EXTRA: [&str; 2] = ["floor-wide", "mimalloc-wide"];
+
 /// Whether `name` is one of arenabuf's own configurations.
 pub fn is_arenabuf(name: &str) -> bool {
     name.starts_with("arenabuf")
@@ -19,7 +23,7 @@ pub fn is_arenabuf(name: &str) -> bool {
 /// Whether `name` competes for "best": the general-purpose allocators, not
 /// arenabuf itself nor the `floor` reference.
 pub fn is_baseline(name: &str) -> bool {
-    !is_arenabuf(name) && name != "floor"
+    !is_arenabuf(name) && name != "floor" && !EXTRA.contains(&name)
 }
 
 /// A buffer allocator under test.
@@ -299,5 +303,58 @@ impl BufAlloc for Floor {
     fn runs(&self, workload: crate::harness::Workload) -> bool {
         use crate::harness::Workload;
         matches!(workload, Workload::Hot | Workload::Fill | Workload::Window | Workload::WindowMt)
+    }
+}
+
+/// A reference for the cost of a buffer's handle: `A`'s buffers, each
+/// carried with `PAD` words of padding, as many as bring it to the size of
+/// an `arenabuf::ByteBuf` (see [`FloorWide`], [`MimallocWide`]), so that
+/// slots, channels and moves handle as many bytes as they do for arenabuf.
+/// The padding is written when a buffer is made and read when it is
+/// released (through `black_box`), as a buffer's fields would be. Compare
+/// `floor` with `floor-wide` to see what the handle's size costs a workload.
+pub struct Wide<A, const PAD: usize>(pub A);
+
+/// [`Floor`] with arenabuf's handle size.
+pub type FloorWide = Wide<Floor, 5>;
+/// [`Mimalloc`] with arenabuf's handle size.
+pub type MimallocWide = Wide<Mimalloc, 6>;
+
+const _: () = assert!(
+    std::mem::size_of::<WideBuf<FloorBuf, 5>>() == std::mem::size_of::<ByteBuf>()
+        && std::mem::size_of::<WideBuf<RawBuf, 6>>() == std::mem::size_of::<ByteBuf>()
+);
+
+/// A [`Wide`] buffer.
+pub struct WideBuf<B, const PAD: usize> {
+    buf: B,
+    pad: [u64; PAD],
+}
+
+impl<A: BufAlloc, const PAD: usize> BufAlloc for Wide<A, PAD> {
+    type Buf = WideBuf<A::Buf, PAD>;
+
+    #[inline]
+    fn alloc(&self, size: usize) -> Self::Buf {
+        WideBuf { buf: self.0.alloc(size), pad: std::hint::black_box([size as u64; PAD]) }
+    }
+
+    #[inline]
+    fn ptr(buf: &mut Self::Buf) -> *mut u8 {
+        A::ptr(&mut buf.buf)
+    }
+
+    #[inline]
+    fn release(&self, buf: Self::Buf) {
+        std::hint::black_box(buf.pad);
+        self.0.release(buf.buf);
+    }
+
+    fn trim(&self) {
+        self.0.trim();
+    }
+
+    fn runs(&self, workload: crate::harness::Workload) -> bool {
+        self.0.runs(workload)
     }
 }

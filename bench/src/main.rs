@@ -113,8 +113,9 @@ fn bench(args: &[String]) -> Result<(), String> {
             }
             Long("impl") => {
                 for i in text(parser.value().map_err(|e| e.to_string())?)?.split(',') {
-                    if !impls::ALL.contains(&i) {
-                        return Err(format!("unknown implementation {i:?} (known: {})", impls::ALL.join(", ")));
+                    if !impls::ALL.contains(&i) && !impls::EXTRA.contains(&i) {
+                        let known = impls::ALL.iter().chain(&impls::EXTRA).copied().collect::<Vec<_>>().join(", ");
+                        return Err(format!("unknown implementation {i:?} (known: {known})"));
                     }
                     names.push(i.to_string());
                 }
