@@ -211,12 +211,24 @@ impl Head {
 impl Drop for Head {
     #[inline(always)]
     fn drop(&mut self) {
-        // The common case first, with one test (the allocation's drop then
-        // knows its own test's outcome).
         if self.meta_word() & META_RELEASE_SLOW == 0 {
-            // SAFETY: not shared (the test covers the shared mark); dropped once, here.
-            unsafe { ManuallyDrop::drop(&mut self.raw.unique) }
-        } else if self.is_shared() {
+            // SAFETY: not shared (the test covers the shared mark), and cached
+            // and untracked (so does it); not used or dropped after a release.
+            if unsafe { self.raw.unique.release_to_last_hit() } {
+                return;
+            }
+        }
+        self.drop_cold();
+    }
+}
+
+impl Head {
+    /// Every drop but the hot release, out of line so that a buffer's drop
+    /// is small enough to be inlined where it is dropped.
+    #[cold]
+    #[inline(never)]
+    fn drop_cold(&mut self) {
+        if self.is_shared() {
             // SAFETY: shared, checked above; dropped once, here.
             unsafe { ManuallyDrop::drop(&mut self.raw.shared) }
         } else {

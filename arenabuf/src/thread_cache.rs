@@ -667,6 +667,26 @@ impl Drop for Allocation {
 }
 
 impl Allocation {
+    /// The hot release, for a buffer's drop to inline: a cached, untracked
+    /// allocation (the caller checked the tag) released on its owner's
+    /// thread into the stack of the last hit, which is its class's and has
+    /// room. False (nothing done) otherwise: the caller then drops the
+    /// allocation, which sorts out the rest.
+    ///
+    /// # Safety
+    ///
+    /// The allocation is cached and untracked; when this returns true its
+    /// region is back in a stack, and the allocation must be neither used
+    /// nor dropped after.
+    #[inline(always)]
+    pub(crate) unsafe fn release_to_last_hit(&self) -> bool {
+        let Some(cache) = thread_local::current_cache_with(self.owner.cast()) else { return false };
+        // SAFETY: as in `drop`: `CURRENT` names this thread's live cache, whose
+        // shared part is this allocation's, and no other reference to it is active.
+        let cache = unsafe { &mut *cache };
+        cache.release_to_last_hit(self)
+    }
+
     /// The common release on a thread other than the owner's: into this
     /// thread's outbox, which already gathers regions for the same owner.
     /// False (nothing done) for the rest, which the slow path sorts out:
@@ -1644,8 +1664,18 @@ impl ThreadCache {
 
     /// The owner thread's release into the class's stack; false when the stack
     /// is full or the class is not cached (nothing is changed then).
+    #[inline(always)]
+    fn release_cached(&mut self, allocation: &Allocation) -> bool {
+        // A full guessed stack is looked up again by the buffer's class:
+        // rare, and then the same stack, full again.
+        self.release_to_last_hit(allocation) || self.release_to_class(allocation)
+    }
+
+    /// [`release_cached`](Self::release_cached) into the stack of the last
+    /// hit, when it is the buffer's class's; false (nothing changed) when it
+    /// is not or is full.
     ///
-    /// The stack is first guessed, not looked up: the one the last hit came
+    /// The stack is guessed, not looked up: the one the last hit came
     /// from, checked against the buffer's class and tag. The guess is made
     /// from what this cache holds, so the push's address does not wait for
     /// the buffer's bytes, which have usually just been copied (a buffer
@@ -1655,14 +1685,14 @@ impl ThreadCache {
     /// made every hot pair wait for those copies: `hot` 256 B 15.8 -> 10.7 ns
     /// (BENCHMARKS.md, session 5).
     #[inline(always)]
-    fn release_cached(&mut self, allocation: &Allocation) -> bool {
+    fn release_to_last_hit(&mut self, allocation: &Allocation) -> bool {
         // SAFETY: `last_hit` points to one of this cache's stacks (from
         // `Stacks::at`), which live and stay in place as long as the cache;
-        // `&mut self` borrows them all, and `stack` is not used past the
-        // call that could borrow them again.
+        // `&mut self` borrows them all, and `stack` is not used past this
+        // function.
         let stack = unsafe { self.last_hit.as_mut() };
         if stack.class_key != allocation.meta.class_key() {
-            return self.release_to_class(allocation);
+            return false;
         }
         let Some(word) = stack.room_for_one() else { return false };
         // The key says untracked and from a cache: the meta is as kept.
@@ -1672,7 +1702,7 @@ impl ThreadCache {
     }
 
     /// [`release_cached`](Self::release_cached) into the stack the buffer's
-    /// meta names, when it is not the last hit's.
+    /// meta names, when the last hit's did not take it.
     #[inline(always)]
     fn release_to_class(&mut self, allocation: &Allocation) -> bool {
         let kind = allocation.kind();
