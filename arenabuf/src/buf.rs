@@ -213,18 +213,17 @@ impl Drop for Head {
     fn drop(&mut self) {
         if self.meta_word() & META_RELEASE_SLOW == 0 {
             // SAFETY: not shared (the test covers the shared mark), and cached
-            // and untracked (so does it); not used or dropped after a release.
-            if unsafe { self.raw.unique.release_to_last_hit() } {
-                return;
-            }
+            // and untracked (so does it); released once, here.
+            unsafe { (*self.raw.unique).release_cached_untracked() }
+        } else {
+            self.drop_cold();
         }
-        self.drop_cold();
     }
 }
 
 impl Head {
-    /// Every drop but the hot release, out of line so that a buffer's drop
-    /// is small enough to be inlined where it is dropped.
+    /// Every drop but a cached, untracked allocation's, out of line so that
+    /// a buffer's drop is small enough to be inlined where it is dropped.
     #[cold]
     #[inline(never)]
     fn drop_cold(&mut self) {

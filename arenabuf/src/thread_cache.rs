@@ -667,24 +667,45 @@ impl Drop for Allocation {
 }
 
 impl Allocation {
-    /// The hot release, for a buffer's drop to inline: a cached, untracked
-    /// allocation (the caller checked the tag) released on its owner's
-    /// thread into the stack of the last hit, which is its class's and has
-    /// room. False (nothing done) otherwise: the caller then drops the
-    /// allocation, which sorts out the rest.
+    /// A cached, untracked allocation's release, for a buffer's drop to
+    /// inline: the hot case (on the owner thread, into the stack of the last
+    /// hit) in line, the rest in one call in tail position: on the owner
+    /// thread, another stack or the slow path; elsewhere, the foreign
+    /// release.
     ///
     /// # Safety
     ///
-    /// The allocation is cached and untracked; when this returns true its
-    /// region is back in a stack, and the allocation must be neither used
-    /// nor dropped after.
+    /// The allocation is cached and untracked (the caller checked its tag);
+    /// this releases it, so it must be neither used nor dropped after.
     #[inline(always)]
-    pub(crate) unsafe fn release_to_last_hit(&self) -> bool {
-        let Some(cache) = thread_local::current_cache_with(self.owner.cast()) else { return false };
-        // SAFETY: as in `drop`: `CURRENT` names this thread's live cache, whose
-        // shared part is this allocation's, and no other reference to it is active.
-        let cache = unsafe { &mut *cache };
-        cache.release_to_last_hit(self)
+    pub(crate) unsafe fn release_cached_untracked(&mut self) {
+        match thread_local::current_cache_with(self.owner.cast()) {
+            Some(cache) => {
+                // SAFETY: as in `drop`: `CURRENT` names this thread's live cache, whose
+                // shared part is this allocation's, and no other reference to it is active.
+                if !unsafe { &mut *cache }.release_to_last_hit(self) {
+                    // SAFETY: the same cache, with no reference to it left active.
+                    unsafe { self.release_on_owner(cache) };
+                }
+            }
+            None => self.release_foreign_or_slow(),
+        }
+    }
+
+    /// [`release_cached_untracked`](Self::release_cached_untracked) on the
+    /// owner thread when the last hit's stack did not take the region.
+    ///
+    /// # Safety
+    ///
+    /// `cache` is `CURRENT`'s, this allocation's owner, with no reference to
+    /// it active. A raw pointer, not a reference: the slow path reaches the
+    /// cache again through `CURRENT`.
+    #[inline(never)]
+    unsafe fn release_on_owner(&mut self, cache: *mut ThreadCache) {
+        // SAFETY: by this function's contract; the reference ends before the slow path.
+        if !unsafe { &mut *cache }.release_to_class(self) {
+            self.drop_slow();
+        }
     }
 
     /// The common release on a thread other than the owner's: into this
@@ -2086,6 +2107,25 @@ mod tests {
         assert_eq!(kept[0].memory_address(), addrs[2], "the newest region stayed");
         assert_eq!(kept[1].memory_address(), addrs[1], "and the one before it");
         assert_eq!(alloc.metric().heap_arenas()[0].num_small_allocations(), 3, "both from the stack");
+    }
+
+    #[test]
+    fn a_release_into_a_full_stack_goes_to_the_arena() {
+        let alloc = crate::PooledAllocator::builder()
+            .heap_arenas(1)
+            .max_order(crate::test_config::MAX_ORDER)
+            .small_cache_size(2)
+            .build()
+            .unwrap();
+        let bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
+        let addrs: Vec<usize> = bufs.iter().map(ByteBuf::memory_address).collect();
+        // The first release makes the stack's slots (the slow path), the
+        // second goes in through the hot path, the third finds it full.
+        drop(bufs);
+        let deallocations = alloc.metric().heap_arenas()[0].num_small_deallocations();
+        assert_eq!(deallocations, 1, "only the release into the full stack reached the arena");
+        assert_eq!(alloc.heap_buffer(300).memory_address(), addrs[1], "the newest parked region is served first");
+        assert_eq!(alloc.metric().heap_arenas()[0].num_small_allocations(), 3, "and from the stack");
     }
 
     #[test]
