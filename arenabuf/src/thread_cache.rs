@@ -2082,18 +2082,25 @@ mod tests {
     use std::thread;
 
     use crate::test_config::{active, pool};
-    use crate::ByteBuf;
+    use crate::{ByteBuf, PooledAllocator};
 
-    #[test]
-    fn the_newest_region_is_served_first_and_trims_free_the_oldest() {
-        let alloc = crate::PooledAllocator::builder()
+    /// A pool of one heap arena whose small classes keep `capacity` regions
+    /// per thread, and three 300-byte buffers from it, with their addresses.
+    fn three_buffers_of_a_small_cache(capacity: usize) -> (PooledAllocator, Vec<ByteBuf>, Vec<usize>) {
+        let alloc = PooledAllocator::builder()
             .heap_arenas(1)
             .max_order(crate::test_config::MAX_ORDER)
-            .small_cache_size(4)
+            .small_cache_size(capacity)
             .build()
             .unwrap();
         let bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
-        let addrs: Vec<usize> = bufs.iter().map(ByteBuf::memory_address).collect();
+        let addrs = bufs.iter().map(ByteBuf::memory_address).collect();
+        (alloc, bufs, addrs)
+    }
+
+    #[test]
+    fn the_newest_region_is_served_first_and_trims_free_the_oldest() {
+        let (alloc, bufs, addrs) = three_buffers_of_a_small_cache(4);
         drop(bufs); // released in order: the last one is the newest
         for _ in 0..2 {
             assert_eq!(alloc.heap_buffer(300).memory_address(), addrs[2]);
@@ -2111,14 +2118,7 @@ mod tests {
 
     #[test]
     fn a_release_into_a_full_stack_goes_to_the_arena() {
-        let alloc = crate::PooledAllocator::builder()
-            .heap_arenas(1)
-            .max_order(crate::test_config::MAX_ORDER)
-            .small_cache_size(2)
-            .build()
-            .unwrap();
-        let bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
-        let addrs: Vec<usize> = bufs.iter().map(ByteBuf::memory_address).collect();
+        let (alloc, bufs, addrs) = three_buffers_of_a_small_cache(2);
         // The first release makes the stack's slots (the slow path), the
         // second goes in through the hot path, the third finds it full.
         drop(bufs);
