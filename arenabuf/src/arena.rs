@@ -188,11 +188,32 @@ impl Arena {
     /// # Panics
     ///
     /// When the region was already given back: the pool is left unchanged.
+    #[cfg(test)]
     pub(crate) fn free(&self, chunk: u32, handle: Handle, size_idx: usize) {
+        self.free_region(chunk, size_idx, |_| handle);
+    }
+
+    /// Gives back the region of class `size_idx` at `ptr` in `chunk`, which
+    /// [`Arena::allocate`] handed out: its handle is found from the address
+    /// ([`Chunk::handle_at`]).
+    ///
+    /// # Panics
+    ///
+    /// As [`free`](Self::free), and when `ptr` does not start a region of
+    /// the chunk: the pool is left unchanged.
+    pub(crate) fn free_at(&self, chunk: u32, ptr: NonNull<u8>, size_idx: usize) {
+        let classes = &*self.classes;
+        let (elem_size, small) = (classes.size_of(size_idx), classes.is_small(size_idx));
+        self.free_region(chunk, size_idx, |c| c.handle_at(ptr, elem_size, small));
+    }
+
+    /// [`free`](Self::free) with the handle read under the lock.
+    fn free_region(&self, chunk: u32, size_idx: usize, handle: impl FnOnce(&Chunk) -> Handle) {
         let classes = &*self.classes;
         let destroyed = {
             let mut guard = lock(&self.state);
             let state = &mut *guard;
+            let handle = handle(state.lists.get(chunk));
             if handle.is_subpage() {
                 let page = handle.run_offset();
                 let freed = state.lists.get_mut(chunk).free_element(handle);
@@ -396,6 +417,49 @@ mod tests {
         assert_eq!((c.pooled.small_deallocations, c.pooled.normal_deallocations, c.huge_deallocations), (1, 1, 1));
         assert_eq!((c.pooled.active_bytes, c.huge_active_bytes), (0, 0));
         assert_eq!(c.chunks, 1, "the empty chunk stays in qInit");
+    }
+
+    #[test]
+    fn the_handle_found_from_an_address_is_the_one_handed_out() {
+        let a = arena(MemoryKind::Heap, None);
+        let classes = a.size_classes().clone();
+        // Every class of one chunk, three regions each: elements of
+        // multi-page subpages (not the first of their run), runs of several
+        // pages, and the whole chunk.
+        let mut regions = Vec::new();
+        for idx in (0..classes.num_classes()).filter(|&i| classes.size_of(i) <= classes.chunk_size()) {
+            let count = if classes.size_of(idx) * 3 <= classes.chunk_size() { 3 } else { 1 };
+            for _ in 0..count {
+                regions.push(a.allocate(idx).unwrap());
+            }
+        }
+        for r in &regions {
+            let state = lock(&a.state);
+            let chunk = state.lists.get(r.chunk);
+            let found =
+                chunk.handle_at(r.ptr, classes.size_of(r.size_idx as usize), classes.is_small(r.size_idx as usize));
+            assert_eq!(found, r.handle, "class {} at {:?}", r.size_idx, r.ptr);
+        }
+        for r in &regions {
+            a.free_at(r.chunk, r.ptr, r.size_idx as usize);
+        }
+        let counts = a.counts();
+        assert_eq!(counts.pooled.active_bytes, 0);
+        assert_eq!(
+            counts.pooled.small_deallocations + counts.pooled.normal_deallocations,
+            regions.len() as u64,
+            "every region freed by its address"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "inside a subpage element")]
+    fn an_address_inside_a_region_is_refused() {
+        let a = arena(MemoryKind::Heap, None);
+        let idx = a.size_classes().index_of(512).unwrap();
+        let r = a.allocate(idx).unwrap();
+        let inside = NonNull::new(r.ptr.as_ptr().wrapping_add(1)).unwrap();
+        a.free_at(r.chunk, inside, idx);
     }
 
     #[test]

@@ -20,7 +20,7 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::io;
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::{Bound, Deref, DerefMut, RangeBounds};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -36,14 +36,14 @@ const GROWTH_THRESHOLD: usize = 4 << 20;
 /// The smallest capacity growth picks.
 const MIN_GROWTH: usize = 64;
 
-/// How a part holds its region: the first 32 bytes of a [`ByteBuf`], an
+/// How a part holds its region: the first 24 bytes of a [`ByteBuf`], an
 /// enum laid out by hand so that word 0 is the part's first byte in both
 /// variants.
 ///
 /// - **Unique** (a fresh buffer, or the last part of a region that starts
 ///   at the region's first byte): the bytes are the [`Allocation`] itself,
 ///   whose address comes first. A cache hit copies a cached region in, and
-///   a release copies it back out, as two 16-byte moves.
+///   a release copies it back out, as a 16-byte and an 8-byte move.
 /// - **Shared**: a [`SharedHead`]: the part's first byte, the `Arc` of the
 ///   region, and in the allocation's meta word a bit no allocation sets.
 ///
@@ -76,7 +76,6 @@ struct SharedHead {
     /// The part's first byte (an allocation's address sits here).
     ptr: NonNull<u8>,
     region: Arc<Allocation>,
-    unused: u64,
     /// [`META_NOT_AN_ALLOCATION`], where an allocation keeps its meta word.
     mark: u64,
 }
@@ -85,13 +84,13 @@ const _: () = assert!(
     std::mem::size_of::<SharedHead>() == std::mem::size_of::<Allocation>()
         && std::mem::offset_of!(SharedHead, ptr) == 0
         && std::mem::offset_of!(SharedHead, mark) == META_OFFSET
-        && std::mem::size_of::<Head>() == 32
+        && std::mem::size_of::<Head>() == 24
 );
 
 impl HeadRepr {
     /// A part at `ptr` of a shared region.
     fn shared(ptr: NonNull<u8>, region: Arc<Allocation>) -> HeadRepr {
-        HeadRepr { shared: ManuallyDrop::new(SharedHead { ptr, region, unused: 0, mark: META_NOT_AN_ALLOCATION }) }
+        HeadRepr { shared: ManuallyDrop::new(SharedHead { ptr, region, mark: META_NOT_AN_ALLOCATION }) }
     }
 }
 
@@ -373,23 +372,26 @@ fn shrinks_in_place(new_capacity: usize, room: usize) -> bool {
 /// assert_eq!(&buf[..], b"hi");
 /// ```
 // `repr(C)` and laid out in the pieces a move copies: a move of the buffer
-// loads and stores 16, 16, 16 and 8 bytes, and a hit writes each piece with
-// one store of that size (the head as two copies from the stack's slot, the
-// marks as one copy of the class's fresh marks, the limits as one word). A
+// loads and stores three times 16 bytes, and a hit writes each piece with
+// one store of that size (the region's address and owner as one copy from
+// the stack's slot, its meta word and the limits together with
+// `store_two_words`, the marks as one copy of the class's fresh marks). A
 // piece written with smaller stores could not be read back by the move's
 // load until those stores reached the cache: a stall of about 15 cycles on
-// every buffer's first move (see `Head`, and BENCHMARKS.md, session 5).
+// every buffer's first move (see `Head`, and BENCHMARKS.md, sessions 5 and
+// 6: written as two words, the limits beside the meta word took `hot-loop`
+// from 9.2 to 11.9 ns).
 #[repr(C)]
 pub struct ByteBuf {
     /// The region, and byte 0 of this part.
     head: Head,
-    // Indexes and sizes as `u32` (capacities are at most MAX_CAPACITY), so
-    // that a buffer is 56 bytes: buffers are kept in slots, queues and maps
-    // by the thousand, and moved by value.
-    marks: Marks,
     /// The capacity (low half) and the maximum capacity (high half), in one
     /// word so that a new buffer writes them with one store.
     limits: u64,
+    // Indexes and sizes as `u32` (capacities are at most MAX_CAPACITY), so
+    // that a buffer is 48 bytes: buffers are kept in slots, queues and maps
+    // by the thousand, and moved by value.
+    marks: Marks,
 }
 
 /// A part's window, frozen mark and indexes: the 16 bytes after a buffer's
@@ -421,10 +423,33 @@ fn limits(capacity: usize, max_capacity: usize) -> u64 {
     u64::from(to_index(capacity)) | u64::from(to_index(max_capacity)) << 32
 }
 
+/// Writes `low` and `high` to the 16 bytes at `dst` with one store (a
+/// vector store on x86-64), so that a 16-byte load of them later is served
+/// from the store: two 8-byte stores read back by one 16-byte load cost
+/// about 15 cycles on this project's machine (BENCHMARKS.md, session 5).
+///
+/// # Safety
+///
+/// `dst` is valid for writing 16 bytes.
+#[inline(always)]
+unsafe fn store_two_words(dst: *mut u8, low: u64, high: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of x86-64; `dst` is writable (this function's contract), unaligned stores allowed.
+    unsafe {
+        use std::arch::x86_64::{_mm_set_epi64x, _mm_storeu_si128};
+        _mm_storeu_si128(dst.cast(), _mm_set_epi64x(high as i64, low as i64));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above.
+    unsafe {
+        dst.cast::<[u64; 2]>().write_unaligned([low, high]);
+    }
+}
+
 const _: () = assert!(
-    std::mem::offset_of!(ByteBuf, marks) == 32
-        && std::mem::offset_of!(ByteBuf, limits) == 48
-        && std::mem::size_of::<ByteBuf>() == 56
+    std::mem::offset_of!(ByteBuf, limits) == 24
+        && std::mem::offset_of!(ByteBuf, marks) == 32
+        && std::mem::size_of::<ByteBuf>() == 48
 );
 
 /// The largest capacity a buffer can have: 4 GiB - 1 (Netty's is 2 GiB - 1).
@@ -489,9 +514,24 @@ impl ByteBuf {
         capacity: usize,
         max_capacity: usize,
     ) -> ByteBuf {
-        // SAFETY: the allocation is the buffer's alone (this function's contract).
-        let allocation = unsafe { image.read() };
-        ByteBuf::with_marks(allocation, marks, capacity, max_capacity)
+        debug_assert!(capacity <= marks.room as usize && capacity <= max_capacity);
+        // Built in place, each 16 bytes with one store, so that the buffer's
+        // first move (16-byte loads) reads them straight from the stores
+        // (see the layout note at `ByteBuf`).
+        let mut out = MaybeUninit::<ByteBuf>::uninit();
+        let (dst, src) = (out.as_mut_ptr().cast::<u8>(), image.as_ptr().cast::<u8>());
+        const META: usize = std::mem::offset_of!(ByteBuf, limits) - 8;
+        // SAFETY: `image` holds an allocation's bytes (this function's
+        // contract), which the buffer takes over: its address and owner
+        // (copied as bytes, so the pointers stay whole), then its meta word
+        // beside the limits, then the marks; every field of `out` is written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src, dst, META);
+            let meta = src.add(META).cast::<u64>().read();
+            store_two_words(dst.add(META), meta, limits(capacity, max_capacity));
+            dst.add(std::mem::offset_of!(ByteBuf, marks)).cast::<Marks>().write(marks);
+            out.assume_init()
+        }
     }
 
     /// Bytes from `ptr` this part may use without moving: its window.

@@ -33,9 +33,6 @@ const FIELD_MASK: u64 = (1 << 15) - 1;
 pub(crate) struct Handle(u64);
 
 impl Handle {
-    /// No region (for allocations outside the chunks).
-    pub(crate) const NONE: Handle = Handle(0);
-
     #[inline]
     fn run(offset: u32, pages: u32) -> Handle {
         Handle((offset as u64) << OFFSET_SHIFT | (pages as u64) << PAGES_SHIFT | USED_BIT)
@@ -228,6 +225,32 @@ impl Chunk {
         // SAFETY: `offset` is inside the block (checked above), so the result
         // stays within one allocation and is not null.
         unsafe { NonNull::new_unchecked(self.memory.ptr().as_ptr().add(offset)) }
+    }
+
+    /// The handle of the region of `elem_size` bytes at `ptr`: an element of
+    /// a subpage when `subpage`, else a run. The run holding the address
+    /// starts at the nearest run head at or below its page (run heads are
+    /// set on the first page of every run and nowhere else), so a buffer
+    /// need not carry its handle.
+    ///
+    /// # Panics
+    ///
+    /// When `ptr` is not in this chunk, or not at the start of an element
+    /// or of a run.
+    pub(crate) fn handle_at(&self, ptr: NonNull<u8>, elem_size: usize, subpage: bool) -> Handle {
+        let offset = (ptr.as_ptr() as usize).wrapping_sub(self.memory.ptr().as_ptr() as usize);
+        assert!(offset < self.memory.len(), "arenabuf: a region's address outside its chunk");
+        let page = (offset >> self.page_shift) as u32;
+        let start = (0..=page).rev().find(|&q| self.run_head[q as usize] != 0).expect("page 0 heads a run");
+        let pages = self.run_head[start as usize] >> 1;
+        let within = offset - ((start as usize) << self.page_shift);
+        if subpage {
+            assert!(within % elem_size == 0, "arenabuf: an address inside a subpage element");
+            Handle::element(start, pages, (within / elem_size) as u32)
+        } else {
+            assert!(within == 0, "arenabuf: an address inside a run");
+            Handle::run(start, (elem_size >> self.page_shift) as u32)
+        }
     }
 
     #[cfg(test)]

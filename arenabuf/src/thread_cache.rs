@@ -57,7 +57,6 @@ use crate::allocator::Pool;
 use crate::arena::{Arena, PooledRegion};
 use crate::buf::{ByteBuf, Marks};
 use crate::cache_registry::CacheTally;
-use crate::chunk::Handle;
 use crate::config::Config;
 use crate::error::AllocError;
 use crate::leak::{self, LeakDetector, LeakLevel, LeakTracker};
@@ -84,7 +83,9 @@ const CLOCK_CHECK_EVERY: u32 = 256;
 #[derive(Debug, Clone, Copy)]
 struct RemoteRegion {
     arena: NonNull<Arena>,
-    region: PooledRegion,
+    ptr: NonNull<u8>,
+    chunk: u32,
+    size_idx: u32,
 }
 
 // SAFETY: a RemoteRegion names a region and its arena; the arena is `Sync`
@@ -101,7 +102,7 @@ impl RemoteRegion {
     unsafe fn free_to_arena(self) {
         // SAFETY: by this function's contract.
         let arena = unsafe { self.arena.as_ref() };
-        arena.free(self.region.chunk, self.region.handle, self.region.size_idx as usize);
+        arena.free_at(self.chunk, self.ptr, self.size_idx as usize);
     }
 
     /// The region's memory kind and class size, for the cache's tally.
@@ -112,7 +113,7 @@ impl RemoteRegion {
     unsafe fn kind_and_size(&self) -> (MemoryKind, u64) {
         // SAFETY: by this function's contract.
         let arena = unsafe { self.arena.as_ref() };
-        (arena.kind(), arena.size_classes().size_of(self.region.size_idx as usize) as u64)
+        (arena.kind(), arena.size_classes().size_of(self.size_idx as usize) as u64)
     }
 }
 
@@ -348,15 +349,16 @@ enum HugeOwner {
 
 /// A region of memory owned by one buffer; dropping it gives it back.
 ///
-/// 32 bytes: the region's address, its handle and chunk (for pooled
-/// regions), its size class, a tag (memory kind, source, tracking) and one
-/// owner pointer: a `CacheShared` for regions from thread caches, a boxed
+/// 24 bytes: the region's address, its chunk (for pooled regions; the
+/// arena finds the region's run handle from the address when it is freed,
+/// [`Arena::free_at`]), its size class, a tag (memory kind, source,
+/// tracking) and one owner pointer: a `CacheShared` for regions from thread caches, a boxed
 /// [`Detached`] for the rest, or, when the leak detector tracks the
 /// allocation, a boxed [`Tracked`] that holds one of those and the tracker.
 // `repr(C)`, in the order of a `CachedRegion`, the address first: a hit
 // copies the cached region into a buffer, and a release copies it back, as
-// two 16-byte moves, which the next read of the whole can take from the
-// store buffer at once (a 16-byte load of data stored in 8-byte halves waits
+// a 16-byte and an 8-byte move, which the next read of the whole can take
+// from the store buffer at once (a 16-byte load of data stored in 8-byte halves waits
 // for the stores to reach the cache: a store-forwarding stall that cost more
 // than the whole hit). `buf::Head` relies on the address being first.
 #[derive(Debug)]
@@ -364,7 +366,6 @@ enum HugeOwner {
 pub(crate) struct Allocation {
     ptr: NonNull<u8>,
     owner: NonNull<()>,
-    handle: Handle,
     meta: Meta,
 }
 
@@ -533,10 +534,9 @@ impl Allocation {
         detached: Detached,
         region: Option<PooledRegion>,
     ) -> Allocation {
-        let (handle, chunk, size_idx) = region.map_or((Handle::NONE, 0, 0), |r| (r.handle, r.chunk, r.size_idx as u8));
+        let (chunk, size_idx) = region.map_or((0, 0), |r| (r.chunk, r.size_idx as u8));
         Allocation {
             ptr,
-            handle,
             meta: Meta::new(chunk, size_idx, Allocation::tag_for(kind, SOURCE_DETACHED)),
             owner: NonNull::from(Box::leak(Box::new(detached))).cast(),
         }
@@ -593,7 +593,7 @@ impl Allocation {
     }
 
     /// The allocation of a region just popped from a stack, read straight
-    /// from its slot as one 32-byte copy.
+    /// from its slot as one 24-byte copy.
     ///
     /// # Safety
     ///
@@ -609,7 +609,7 @@ impl Allocation {
 
     /// A region its cache's arena just handed out.
     fn from_region(region: CachedRegion) -> Allocation {
-        Allocation { ptr: region.ptr, owner: region.owner, handle: region.handle, meta: region.meta }
+        Allocation { ptr: region.ptr, owner: region.owner, meta: region.meta }
     }
 
     /// The tag: memory kind, source, tracking.
@@ -626,7 +626,7 @@ impl Allocation {
         match *detached {
             Detached::Uncached { arena, pool } => {
                 // SAFETY: `pool` owns the arena and lives to the end of this arm.
-                unsafe { arena.as_ref() }.free(self.meta.chunk(), self.handle, self.meta.size_idx() as usize);
+                unsafe { arena.as_ref() }.free_at(self.meta.chunk(), self.ptr, self.meta.size_idx() as usize);
                 drop(pool);
             }
             Detached::Huge { arena, memory, owner } => {
@@ -775,13 +775,7 @@ impl Allocation {
     #[inline(always)]
     fn remote_region(&self, shared: &CacheShared) -> RemoteRegion {
         let arena = shared.arenas[self.kind().index()].expect("a pooled region has an arena");
-        let region = PooledRegion {
-            ptr: self.ptr,
-            chunk: self.meta.chunk(),
-            handle: self.handle,
-            size_idx: self.meta.size_idx().into(),
-        };
-        RemoteRegion { arena, region }
+        RemoteRegion { arena, ptr: self.ptr, chunk: self.meta.chunk(), size_idx: self.meta.size_idx().into() }
     }
 }
 
@@ -850,7 +844,8 @@ pub(crate) struct CacheHit<'c> {
 
 impl CacheHit<'_> {
     /// The buffer, built from the cached region in place: its head is a
-    /// 32-byte copy of the region's slot (two 16-byte loads and stores; see
+    /// 24-byte copy of the region's slot (a 16-byte and an 8-byte load and
+    /// store, the meta word stored with the limits; see
     /// `buf::Head`). Building it here rather than returning an
     /// `Option<ByteBuf>` keeps the copy whole: the option's test of the
     /// buffer's first word made the compiler take it apart.
@@ -867,7 +862,6 @@ const _: () = assert!(
     std::mem::size_of::<CachedRegion>() == std::mem::size_of::<Allocation>()
         && std::mem::offset_of!(CachedRegion, ptr) == std::mem::offset_of!(Allocation, ptr)
         && std::mem::offset_of!(CachedRegion, owner) == std::mem::offset_of!(Allocation, owner)
-        && std::mem::offset_of!(CachedRegion, handle) == std::mem::offset_of!(Allocation, handle)
         && std::mem::offset_of!(CachedRegion, meta) == std::mem::offset_of!(Allocation, meta)
 );
 
@@ -912,7 +906,7 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
             return;
         }
     }
-    let batch = match region.map(|region| (region, shared.queued_size(region.region.size_idx as usize))) {
+    let batch = match region.map(|region| (region, shared.queued_size(region.size_idx as usize))) {
         Some((region, Some(size))) => {
             // SAFETY: the pool, and so the arena, is alive through `shared`.
             let kind = unsafe { region.arena.as_ref() }.kind();
@@ -1061,7 +1055,6 @@ struct CachedRegion {
     ptr: NonNull<u8>,
     /// The cache's shared part: what the buffer's `owner` will be.
     owner: NonNull<()>,
-    handle: Handle,
     meta: Meta,
 }
 
@@ -1072,9 +1065,9 @@ impl CachedRegion {
 
     /// A region the arena handed out (or another thread gave back) for the
     /// stacks of `kind`.
-    fn of(kind: MemoryKind, region: &PooledRegion, shared: NonNull<CacheShared>) -> CachedRegion {
-        let meta = CachedRegion::meta_for(kind, region.chunk, region.size_idx as usize);
-        CachedRegion { ptr: region.ptr, owner: shared.cast(), handle: region.handle, meta }
+    fn of(kind: MemoryKind, ptr: NonNull<u8>, chunk: u32, size_idx: u32, shared: NonNull<CacheShared>) -> CachedRegion {
+        let meta = CachedRegion::meta_for(kind, chunk, size_idx as usize);
+        CachedRegion { ptr, owner: shared.cast(), meta }
     }
 }
 
@@ -1220,7 +1213,7 @@ impl Stack {
     }
 
     /// [`push_unchecked`](Self::push_unchecked) of a cached, untracked
-    /// allocation's region, as a copy of its bytes: two 16-byte moves, which
+    /// allocation's region, as a copy of its bytes: a 16-byte and an 8-byte move, which
     /// the pop that takes the region back reads without a stall (see
     /// [`Allocation`]'s layout).
     #[inline(always)]
@@ -1338,7 +1331,7 @@ impl KindCache {
         let Some(arena) = self.arena else { return 0 };
         // SAFETY: as in `arena()`.
         let arena = unsafe { arena.as_ref() };
-        self.stacks.get_mut(idx).drain_oldest(count, |region| arena.free(region.meta.chunk(), region.handle, idx))
+        self.stacks.get_mut(idx).drain_oldest(count, |region| arena.free_at(region.meta.chunk(), region.ptr, idx))
     }
 
     /// Regions in the stacks.
@@ -1650,7 +1643,8 @@ impl ThreadCache {
         let arena = self.kinds[k].arena().expect("checked above");
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
         self.count_new_buffer();
-        Ok((Allocation::from_region(CachedRegion::of(kind, &region, self.shared)), lookup))
+        let cached = CachedRegion::of(kind, region.ptr, region.chunk, region.size_idx, self.shared);
+        Ok((Allocation::from_region(cached), lookup))
     }
 
     /// Takes the newest cached region of class `idx` of `kind` for a buffer.
@@ -1765,7 +1759,7 @@ impl ThreadCache {
     fn park_all(&mut self, regions: &[RemoteRegion]) {
         let mut rest = regions;
         while let Some(first) = rest.first() {
-            let same = |r: &&RemoteRegion| r.arena == first.arena && r.region.size_idx == first.region.size_idx;
+            let same = |r: &&RemoteRegion| r.arena == first.arena && r.size_idx == first.size_idx;
             let (run, next) = rest.split_at(rest.iter().take_while(same).count());
             let kept = self.keep_run(run);
             for region in &run[kept..] {
@@ -1782,15 +1776,15 @@ impl ThreadCache {
         let first = &run[0];
         let Some(kind) = self.kind_of(first.arena) else { return 0 };
         let shared = self.shared;
-        let stack = self.kinds[kind.index()].stack(first.region.size_idx as usize);
+        let stack = self.kinds[kind.index()].stack(first.size_idx as usize);
         // The first push makes the stack's slots if they are not made yet.
-        if !stack.push(CachedRegion::of(kind, &first.region, shared)) {
+        if !stack.push(CachedRegion::of(kind, first.ptr, first.chunk, first.size_idx, shared)) {
             return 0;
         }
         let kept = run.len().min(1 + (stack.room - stack.len()) as usize);
         for remote in &run[1..kept] {
             let word = stack.len_and_hits();
-            stack.push_unchecked(word, CachedRegion::of(kind, &remote.region, shared));
+            stack.push_unchecked(word, CachedRegion::of(kind, remote.ptr, remote.chunk, remote.size_idx, shared));
         }
         self.out_or_parked += kept;
         kept

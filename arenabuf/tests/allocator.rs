@@ -24,8 +24,8 @@ fn a_byte_buf_is_send_and_sync() {
 
 #[test]
 fn a_byte_buf_is_at_most_one_cache_line() {
-    assert_eq!(std::mem::size_of::<ByteBuf>(), 56);
-    assert_eq!(std::mem::size_of::<Option<ByteBuf>>(), 64);
+    assert_eq!(std::mem::size_of::<ByteBuf>(), 48);
+    assert_eq!(std::mem::size_of::<Option<ByteBuf>>(), 56);
 }
 
 #[test]

@@ -316,13 +316,13 @@ impl BufAlloc for Floor {
 pub struct Wide<A, const PAD: usize>(pub A);
 
 /// [`Floor`] with arenabuf's handle size.
-pub type FloorWide = Wide<Floor, 5>;
+pub type FloorWide = Wide<Floor, 4>;
 /// [`Mimalloc`] with arenabuf's handle size.
-pub type MimallocWide = Wide<Mimalloc, 6>;
+pub type MimallocWide = Wide<Mimalloc, 5>;
 
 const _: () = assert!(
-    std::mem::size_of::<WideBuf<FloorBuf, 5>>() == std::mem::size_of::<ByteBuf>()
-        && std::mem::size_of::<WideBuf<RawBuf, 6>>() == std::mem::size_of::<ByteBuf>()
+    std::mem::size_of::<WideBuf<FloorBuf, 4>>() == std::mem::size_of::<ByteBuf>()
+        && std::mem::size_of::<WideBuf<RawBuf, 5>>() == std::mem::size_of::<ByteBuf>()
 );
 
 /// A [`Wide`] buffer.
