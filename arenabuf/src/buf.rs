@@ -211,8 +211,8 @@ impl Drop for Head {
     #[inline(always)]
     fn drop(&mut self) {
         if self.meta_word() & META_RELEASE_SLOW == 0 {
-            // SAFETY: not shared (the test covers the shared mark), and cached
-            // and untracked (so does it); released once, here.
+            // The test covers the shared mark, the source and the tracking bit.
+            // SAFETY: not shared, cached and untracked (the test); released once, here.
             unsafe { (*self.raw.unique).release_cached_untracked() }
         } else {
             self.drop_cold();
@@ -521,10 +521,9 @@ impl ByteBuf {
         let mut out = MaybeUninit::<ByteBuf>::uninit();
         let (dst, src) = (out.as_mut_ptr().cast::<u8>(), image.as_ptr().cast::<u8>());
         const META: usize = std::mem::offset_of!(ByteBuf, limits) - 8;
-        // SAFETY: `image` holds an allocation's bytes (this function's
-        // contract), which the buffer takes over: its address and owner
-        // (copied as bytes, so the pointers stay whole), then its meta word
-        // beside the limits, then the marks; every field of `out` is written.
+        // The address and owner are copied as bytes, so the pointers stay
+        // whole; then the meta word beside the limits, then the marks.
+        // SAFETY: `image` holds an allocation's bytes that the buffer takes over (this function's contract); every field of `out` is written.
         unsafe {
             std::ptr::copy_nonoverlapping(src, dst, META);
             let meta = src.add(META).cast::<u64>().read();

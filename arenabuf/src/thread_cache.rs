@@ -681,8 +681,8 @@ impl Allocation {
     pub(crate) unsafe fn release_cached_untracked(&mut self) {
         match thread_local::current_cache_with(self.owner.cast()) {
             Some(cache) => {
-                // SAFETY: as in `drop`: `CURRENT` names this thread's live cache, whose
-                // shared part is this allocation's, and no other reference to it is active.
+                // As in `drop`: no other reference to the cache is active.
+                // SAFETY: `CURRENT` names this thread's live cache, whose shared part is this allocation's.
                 if !unsafe { &mut *cache }.release_to_last_hit(self) {
                     // SAFETY: the same cache, with no reference to it left active.
                     unsafe { self.release_on_owner(cache) };
@@ -1271,8 +1271,8 @@ impl Stacks {
     #[inline(always)]
     fn at(&self, idx: usize) -> NonNull<Stack> {
         debug_assert!(idx < self.len);
-        // SAFETY: there is a stack for every class (`ThreadCache::new`), and
-        // callers pass class indexes: within the `len` stacks.
+        // There is a stack for every class (`ThreadCache::new`).
+        // SAFETY: callers pass class indexes, so `idx < len`: within the stacks' allocation.
         unsafe { self.base.add(idx) }
     }
 
@@ -1291,8 +1291,7 @@ impl Stacks {
 
 impl Drop for Stacks {
     fn drop(&mut self) {
-        // SAFETY: `base` and `len` came from a leaked `Box<[Stack]>`, dropped
-        // once, here.
+        // SAFETY: `base` and `len` came from a leaked `Box<[Stack]>`, dropped once, here.
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.len)) });
     }
 }
@@ -1701,10 +1700,9 @@ impl ThreadCache {
     /// (BENCHMARKS.md, session 5).
     #[inline(always)]
     fn release_to_last_hit(&mut self, allocation: &Allocation) -> bool {
-        // SAFETY: `last_hit` points to one of this cache's stacks (from
-        // `Stacks::at`), which live and stay in place as long as the cache;
-        // `&mut self` borrows them all, and `stack` is not used past this
-        // function.
+        // The stacks live and stay in place as long as the cache, `&mut
+        // self` borrows them all, and `stack` is not used past this function.
+        // SAFETY: `last_hit` points to one of this cache's stacks (from `Stacks::at`).
         let stack = unsafe { self.last_hit.as_mut() };
         if stack.class_key != allocation.meta.class_key() {
             return false;
