@@ -352,15 +352,17 @@ enum HugeOwner {
 /// 24 bytes: the region's address, its chunk (for pooled regions; the
 /// arena finds the region's run handle from the address when it is freed,
 /// [`Arena::free_at`]), its size class, a tag (memory kind, source,
-/// tracking) and one owner pointer: a `CacheShared` for regions from thread caches, a boxed
-/// [`Detached`] for the rest, or, when the leak detector tracks the
-/// allocation, a boxed [`Tracked`] that holds one of those and the tracker.
+/// tracking) and one owner pointer: a `CacheShared` for regions from thread
+/// caches, a boxed [`Detached`] for the rest, or, when the leak detector
+/// tracks the allocation, a boxed [`Tracked`] that holds one of those and
+/// the tracker.
 // `repr(C)`, in the order of a `CachedRegion`, the address first: a hit
 // copies the cached region into a buffer, and a release copies it back, as
 // a 16-byte and an 8-byte move, which the next read of the whole can take
-// from the store buffer at once (a 16-byte load of data stored in 8-byte halves waits
-// for the stores to reach the cache: a store-forwarding stall that cost more
-// than the whole hit). `buf::Head` relies on the address being first.
+// from the store buffer at once (a 16-byte load of data stored in 8-byte
+// halves waits for the stores to reach the cache: a store-forwarding stall
+// that cost more than the whole hit). `buf::Head` relies on the address
+// being first.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Allocation {
