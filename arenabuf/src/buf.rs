@@ -447,7 +447,8 @@ unsafe fn store_two_words(dst: *mut u8, low: u64, high: u64) {
 }
 
 const _: () = assert!(
-    std::mem::offset_of!(ByteBuf, limits) == 24
+    std::mem::offset_of!(ByteBuf, limits) == META_OFFSET + 8
+        && std::mem::offset_of!(ByteBuf, limits) == 24
         && std::mem::offset_of!(ByteBuf, marks) == 32
         && std::mem::size_of::<ByteBuf>() == 48
 );
@@ -520,14 +521,13 @@ impl ByteBuf {
         // (see the layout note at `ByteBuf`).
         let mut out = MaybeUninit::<ByteBuf>::uninit();
         let (dst, src) = (out.as_mut_ptr().cast::<u8>(), image.as_ptr().cast::<u8>());
-        const META: usize = std::mem::offset_of!(ByteBuf, limits) - 8;
         // The address and owner are copied as bytes, so the pointers stay
         // whole; then the meta word beside the limits, then the marks.
         // SAFETY: `image` holds an allocation's bytes that the buffer takes over (this function's contract); every field of `out` is written.
         unsafe {
-            std::ptr::copy_nonoverlapping(src, dst, META);
-            let meta = src.add(META).cast::<u64>().read();
-            store_two_words(dst.add(META), meta, limits(capacity, max_capacity));
+            std::ptr::copy_nonoverlapping(src, dst, META_OFFSET);
+            let meta = src.add(META_OFFSET).cast::<u64>().read();
+            store_two_words(dst.add(META_OFFSET), meta, limits(capacity, max_capacity));
             dst.add(std::mem::offset_of!(ByteBuf, marks)).cast::<Marks>().write(marks);
             out.assume_init()
         }

@@ -223,10 +223,6 @@ impl CacheShared {
         }
     }
 
-    /// Queues a batch of regions released on other threads; gives it back
-    /// when the queue is full, or would hold more than
-    /// [`REMOTE_QUEUE_BYTES`] of either kind. The bytes are counted as queued
-    /// before the push, so that the owner's pop never sees them uncounted.
     /// The bytes a released region of class `idx` counts while on its way
     /// back, when the owner takes it: it keeps the class and has not
     /// closed (its thread has not exited).
@@ -236,6 +232,10 @@ impl CacheShared {
         (size > 0 && !self.closed.load(Ordering::Acquire)).then_some(u64::from(size))
     }
 
+    /// Queues a batch of regions released on other threads; gives it back
+    /// when the queue is full, or would hold more than
+    /// [`REMOTE_QUEUE_BYTES`] of either kind. The bytes are counted as queued
+    /// before the push, so that the owner's pop never sees them uncounted.
     fn push_remote(&self, batch: RemoteBatch) -> Result<(), RemoteBatch> {
         let counted = MemoryKind::ALL.into_iter().zip(batch.bytes);
         for (i, (kind, size)) in counted.clone().enumerate() {
@@ -604,7 +604,7 @@ impl Allocation {
     #[inline(always)]
     unsafe fn from_slot(slot: NonNull<CachedRegion>) -> Allocation {
         // A `CachedRegion` is an `Allocation`'s fields in its `repr(C)` order (checked at compile time
-        // below), holding what a cached allocation holds (`CachedRegion::of`, `release_cached`).
+        // below), holding what a cached allocation holds (`CachedRegion::of`, `release_to_last_hit`).
         // SAFETY: the slot keeps the popped region until the next push (this function's contract).
         unsafe { slot.cast::<Allocation>().read() }
     }
@@ -650,21 +650,11 @@ impl Drop for Allocation {
     #[inline(always)]
     fn drop(&mut self) {
         if self.tag() & (SOURCE_MASK | TRACKED) == SOURCE_CACHE {
-            if let Some(cache) = thread_local::current_cache_with(self.owner.cast()) {
-                // The pointer is set with the shared part, so not null; no other reference to the cache is
-                // active (the pool never calls back into user code while it holds one).
-                // SAFETY: `CURRENT` names this thread's live cache, whose shared part is this allocation's.
-                let cache = unsafe { &mut *cache };
-                if cache.release_cached(self) {
-                    return;
-                }
-            } else {
-                // A call in tail position, like `drop_slow`'s: the fast path
-                // then saves no register to come back to.
-                return self.release_foreign_or_slow();
-            }
+            // SAFETY: cached and untracked (checked above); dropped once, here.
+            unsafe { self.release_cached_untracked() }
+        } else {
+            self.drop_slow();
         }
-        self.drop_slow();
     }
 }
 
@@ -683,7 +673,8 @@ impl Allocation {
     pub(crate) unsafe fn release_cached_untracked(&mut self) {
         match thread_local::current_cache_with(self.owner.cast()) {
             Some(cache) => {
-                // As in `drop`: no other reference to the cache is active.
+                // The pointer is set with the shared part, so not null; no other reference to the cache is
+                // active (the pool never calls back into user code while it holds one).
                 // SAFETY: `CURRENT` names this thread's live cache, whose shared part is this allocation's.
                 if !unsafe { &mut *cache }.release_to_last_hit(self) {
                     // SAFETY: the same cache, with no reference to it left active.
@@ -1382,7 +1373,7 @@ pub(crate) struct ThreadCache {
     /// `kinds`, and dropped with the cache at the earliest.
     tally: Arc<CacheTally>,
     /// The stack the last region for a buffer came from: where a release on
-    /// this thread most likely goes (see [`release_cached`](Self::release_cached)).
+    /// this thread most likely goes (see [`release_to_last_hit`](Self::release_to_last_hit)).
     last_hit: NonNull<Stack>,
     /// The pool's leak-detection level, and the allocations left until the
     /// next one the detector tracks, as of the arming (`u32::MAX` when
@@ -1678,18 +1669,11 @@ impl ThreadCache {
         Some((slot, marks))
     }
 
-    /// The owner thread's release into the class's stack; false when the stack
-    /// is full or the class is not cached (nothing is changed then).
-    #[inline(always)]
-    fn release_cached(&mut self, allocation: &Allocation) -> bool {
-        // A full guessed stack is looked up again by the buffer's class:
-        // rare, and then the same stack, full again.
-        self.release_to_last_hit(allocation) || self.release_to_class(allocation)
-    }
-
-    /// [`release_cached`](Self::release_cached) into the stack of the last
-    /// hit, when it is the buffer's class's; false (nothing changed) when it
-    /// is not or is full.
+    /// The owner thread's release into the stack of the last hit, when it is
+    /// the buffer's class's; false (nothing changed) when it is not or is
+    /// full: [`release_to_class`](Self::release_to_class) comes next (a
+    /// full guessed stack is looked up again there: rare, and then the same
+    /// stack, full again).
     ///
     /// The stack is guessed, not looked up: the one the last hit came
     /// from, checked against the buffer's class and tag. The guess is made
@@ -1716,8 +1700,9 @@ impl ThreadCache {
         true
     }
 
-    /// [`release_cached`](Self::release_cached) into the stack the buffer's
-    /// meta names, when the last hit's did not take it.
+    /// The owner thread's release into the stack the buffer's meta names,
+    /// when the last hit's did not take it; false when the stack is full or
+    /// the class is not cached (nothing is changed then).
     #[inline(always)]
     fn release_to_class(&mut self, allocation: &Allocation) -> bool {
         let kind = allocation.kind();
@@ -1823,9 +1808,9 @@ impl ThreadCache {
     /// (the misses left are the large classes), and the workload ran at
     /// 139 ns per buffer against 198; peak RSS stayed at 1.08 x the live
     /// bytes (BENCHMARKS.md, session 6). Regions queued by other threads go
-    /// back to arenas too. When
-    /// the pool asked for a trim ([`PooledAllocator::trim`](crate::PooledAllocator::trim)),
-    /// every cached region goes back.
+    /// back to arenas too. When the pool asked for a trim
+    /// ([`PooledAllocator::trim`](crate::PooledAllocator::trim)), every
+    /// cached region goes back.
     pub(crate) fn trim(&mut self) {
         let everything = self.tally.take_trim_request();
         self.trim_with(everything);
