@@ -9,16 +9,18 @@ ratio, the target, and whether it holds.
 With the references `floor-wide` and `mimalloc-wide` in the input (`bench
 --impl` naming them next to the rest), the `window` and `xthread` lines
 also show their ratios: what `floor` and mimalloc reach when each buffer is
-carried in a handle as large as arenabuf's.
+carried in a handle as large as arenabuf's; with `floor-w32` and
+`mimalloc-w32`, what they reach with a 32-byte handle.
 """
 import collections
 import os
 import sys
 
 BASELINES = ("system", "mimalloc", "jemalloc")
-# References with arenabuf's handle size (`bench --impl floor-wide,mimalloc-wide`),
-# shown next to the targets they bear on when the input has them.
-WIDE = ("floor-wide", "mimalloc-wide")
+# References with arenabuf's handle size (`bench --impl floor-wide,mimalloc-wide`)
+# and with a 32-byte one (`floor-w32,mimalloc-w32`), shown next to the
+# targets they bear on when the input has them.
+WIDE = ("floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32")
 OURS = "arenabuf-direct"
 # The default pool on this machine: min(2 x cores, memory / chunk / 6) arenas
 # per kind (the memory term is far larger here) of 4 MiB chunks.
@@ -61,6 +63,8 @@ def main():
                 if impl == "floor-wide" and ratio > limit:
                     # No allocator could meet it with buffers this large.
                     wide += ": out of reach with this handle size"
+                if impl == "floor-w32" and ratio > limit:
+                    wide += ": out of reach with a 32-byte handle"
         if value is None:
             results.append((label, None, limit, "missing", floor, wide))
         else:
@@ -99,6 +103,7 @@ def main():
     check(f"rss: MiB after release + trim ({ARENAS} arenas x {CHUNK_MIB} MiB)", after, ARENAS * CHUNK_MIB)
     out_of_reach = 0
     out_of_reach_wide = 0
+    out_of_reach_w32 = 0
     for label, value, limit, verdict, floor, wide in results:
         shown = "-" if value is None else f"{value:.2f}"
         at_least = "throughput" in label
@@ -110,10 +115,13 @@ def main():
                 out_of_reach += 1
         if verdict == "MISSED" and "out of reach with this handle size" in wide and "out of reach on" not in note:
             out_of_reach_wide += 1
+            out_of_reach_w32 += "out of reach with a 32-byte handle" in wide
         print(f"{verdict:7} {label:50} {shown:>7}  (target {'>=' if at_least else '<='} {limit}){note}{wide}")
     missed = sum(1 for r in results if r[3] == "MISSED")
     missing = sum(1 for r in results if r[3] == "missing")
     wide_note = f", {out_of_reach_wide} more for floor-wide" if out_of_reach_wide else ""
+    if out_of_reach_w32:
+        wide_note += f" ({out_of_reach_w32} of those for floor-w32 too)"
     print(f"{len(results) - missed - missing} of {len(results)} targets met, {missed} missed"
           f" ({out_of_reach} of them out of reach even for the floor reference{wide_note}), {missing} without data")
     sys.exit(0 if missed + missing == 0 else 1)

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
-use crate::impls::{self, Arenabuf, BufAlloc, Bytes, Floor, FloorWide, Jemalloc, Mimalloc, MimallocWide, System, Wide};
+use crate::impls::{
+    self, Arenabuf, BufAlloc, Bytes, Floor, FloorW32, FloorWide, Jemalloc, Mimalloc, MimallocW32, MimallocWide, System,
+};
 use crate::workloads::{self, Outcome, Size, XorShift, SEED};
 
 /// The workloads of BENCH_SPEC.
@@ -91,8 +93,10 @@ pub fn make(name: &str) -> Option<Box<dyn Runner>> {
         "mimalloc" => Box::new(Mimalloc),
         "jemalloc" => Box::new(Jemalloc),
         "floor" => Box::new(Floor),
-        "floor-wide" => Box::<FloorWide>::new(Wide(Floor)),
-        "mimalloc-wide" => Box::<MimallocWide>::new(Wide(Mimalloc)),
+        "floor-wide" => Box::new(FloorWide::new(Floor)),
+        "mimalloc-wide" => Box::new(MimallocWide::new(Mimalloc)),
+        "floor-w32" => Box::new(FloorW32::new(Floor)),
+        "mimalloc-w32" => Box::new(MimallocW32::new(Mimalloc)),
         _ => return None,
     })
 }

@@ -3,6 +3,8 @@
 //! the timed loops).
 
 use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::num::NonZeroU64;
 
 use arenabuf::{ByteBuf, PooledAllocator};
 use bytes::BytesMut;
@@ -12,8 +14,9 @@ pub const ALL: [&str; 8] =
     ["arenabuf-direct", "arenabuf-heap", "arenabuf-nocache", "system", "bytesmut", "mimalloc", "jemalloc", "floor"];
 
 /// References run only when asked for (`--impl`): an allocator whose
-/// buffers are carried in handles as large as arenabuf's (see [`Wide`]).
-pub const EXTRA: [&str; 2] = ["floor-wide", "mimalloc-wide"];
+/// buffers are carried in handles as large as arenabuf's, or of 32 bytes
+/// (see [`Wide`]).
+pub const EXTRA: [&str; 4] = ["floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32"];
 
 /// Whether `name` is one of arenabuf's own configurations.
 pub fn is_arenabuf(name: &str) -> bool {
@@ -307,36 +310,80 @@ impl BufAlloc for Floor {
 }
 
 /// A reference for the cost of a buffer's handle: `A`'s buffers, each
-/// carried with `PAD` words of padding, as many as bring it to the size of
-/// an `arenabuf::ByteBuf` (see [`FloorWide`], [`MimallocWide`]), so that
-/// slots, channels and moves handle as many bytes as they do for arenabuf.
-/// The padding is written when a buffer is made and read when it is
-/// released (through `black_box`), as a buffer's fields would be. Compare
-/// `floor` with `floor-wide` to see what the handle's size costs a workload.
-pub struct Wide<A, const PAD: usize>(pub A);
+/// carried with padding `P` that brings it to a given size: that of an
+/// `arenabuf::ByteBuf` (see [`FloorWide`], [`MimallocWide`]), so that slots,
+/// channels and moves handle as many bytes as they do for arenabuf, or 32
+/// bytes (see [`FloorW32`], [`MimallocW32`]), the smallest handle that could
+/// carry a buffer's address, indexes and capacities. The padding is written
+/// when a buffer is made and read when it is released (through `black_box`),
+/// as a buffer's fields would be. Compare `floor` with `floor-wide` to see
+/// what the handle's size costs a workload.
+pub struct Wide<A, P>(pub A, PhantomData<P>);
+
+impl<A, P> Wide<A, P> {
+    pub fn new(alloc: A) -> Wide<A, P> {
+        Wide(alloc, PhantomData)
+    }
+}
 
 /// [`Floor`] with arenabuf's handle size.
-pub type FloorWide = Wide<Floor, 4>;
+pub type FloorWide = Wide<Floor, [u64; 4]>;
 /// [`Mimalloc`] with arenabuf's handle size.
-pub type MimallocWide = Wide<Mimalloc, 5>;
+pub type MimallocWide = Wide<Mimalloc, [u64; 5]>;
+/// [`Floor`] with a 32-byte handle.
+pub type FloorW32 = Wide<Floor, Niched<1>>;
+/// [`Mimalloc`] with a 32-byte handle.
+pub type MimallocW32 = Wide<Mimalloc, Niched<2>>;
 
 const _: () = assert!(
-    std::mem::size_of::<WideBuf<FloorBuf, 4>>() == std::mem::size_of::<ByteBuf>()
-        && std::mem::size_of::<WideBuf<RawBuf, 5>>() == std::mem::size_of::<ByteBuf>()
+    // As `ByteBuf`, without a niche: an `Option` of either is 8 bytes larger.
+    std::mem::size_of::<Option<WideBuf<FloorBuf, [u64; 4]>>>() == std::mem::size_of::<Option<ByteBuf>>()
+        && std::mem::size_of::<Option<WideBuf<RawBuf, [u64; 5]>>>() == std::mem::size_of::<Option<ByteBuf>>()
+        // 32 bytes with a niche, so that slots of `Option`s are 32 bytes too.
+        && std::mem::size_of::<Option<WideBuf<FloorBuf, Niched<1>>>>() == 32
+        && std::mem::size_of::<Option<WideBuf<RawBuf, Niched<2>>>>() == 32
 );
 
 /// A [`Wide`] buffer.
-pub struct WideBuf<B, const PAD: usize> {
+pub struct WideBuf<B, P> {
     buf: B,
-    pad: [u64; PAD],
+    pad: P,
 }
 
-impl<A: BufAlloc, const PAD: usize> BufAlloc for Wide<A, PAD> {
-    type Buf = WideBuf<A::Buf, PAD>;
+/// The padding of a [`Wide`] buffer, made from the size asked for.
+pub trait Padding: Copy + Send + Sync {
+    fn of(size: usize) -> Self;
+}
+
+impl<const N: usize> Padding for [u64; N] {
+    #[inline]
+    fn of(size: usize) -> Self {
+        [size as u64; N]
+    }
+}
+
+/// Padding whose first word is never zero, so that an `Option` of the
+/// buffer needs no tag of its own, as a handle whose address comes first
+/// would not.
+#[derive(Clone, Copy)]
+pub struct Niched<const N: usize> {
+    _first: NonZeroU64,
+    _rest: [u64; N],
+}
+
+impl<const N: usize> Padding for Niched<N> {
+    #[inline]
+    fn of(size: usize) -> Self {
+        Niched { _first: NonZeroU64::MIN.saturating_add(size as u64), _rest: [size as u64; N] }
+    }
+}
+
+impl<A: BufAlloc, P: Padding> BufAlloc for Wide<A, P> {
+    type Buf = WideBuf<A::Buf, P>;
 
     #[inline]
     fn alloc(&self, size: usize) -> Self::Buf {
-        WideBuf { buf: self.0.alloc(size), pad: std::hint::black_box([size as u64; PAD]) }
+        WideBuf { buf: self.0.alloc(size), pad: std::hint::black_box(P::of(size)) }
     }
 
     #[inline]
