@@ -1205,6 +1205,22 @@ impl Stack {
         self.set_len_and_hits(word + 1);
     }
 
+    /// Adds as many of `items` on top as there is room for, made into
+    /// regions by `region`; returns how many. One store of the length for
+    /// them all: a store per region, each read back by the next, made
+    /// parking a batch from another thread a chain of store-to-load waits.
+    #[inline]
+    fn extend<T>(&mut self, items: &[T], region: impl Fn(&T) -> CachedRegion) -> usize {
+        let word = self.len_and_hits();
+        let len = word as u32 as usize;
+        let added = items.len().min(self.room as usize - len);
+        for (slot, item) in self.slots[len..len + added].iter_mut().zip(items) {
+            *slot = region(item);
+        }
+        self.set_len_and_hits(word + added as u64);
+        added
+    }
+
     /// [`push_unchecked`](Self::push_unchecked) of a cached, untracked
     /// allocation's region, as a copy of its bytes: a 16-byte and an 8-byte move, which
     /// the pop that takes the region back reads without a stall (see
@@ -1766,11 +1782,8 @@ impl ThreadCache {
         if !stack.push(CachedRegion::of(kind, first.ptr, first.chunk, first.size_idx, shared)) {
             return 0;
         }
-        let kept = run.len().min(1 + (stack.room - stack.len()) as usize);
-        for remote in &run[1..kept] {
-            let word = stack.len_and_hits();
-            stack.push_unchecked(word, CachedRegion::of(kind, remote.ptr, remote.chunk, remote.size_idx, shared));
-        }
+        let kept = 1 + stack
+            .extend(&run[1..], |remote| CachedRegion::of(kind, remote.ptr, remote.chunk, remote.size_idx, shared));
         self.out_or_parked += kept;
         kept
     }
