@@ -10,7 +10,11 @@ With the references `floor-wide` and `mimalloc-wide` in the input (`bench
 --impl` naming them next to the rest), the `window` and `xthread` lines
 also show their ratios: what `floor` and mimalloc reach when each buffer is
 carried in a handle as large as arenabuf's; with `floor-w32` and
-`mimalloc-w32`, what they reach with a 32-byte handle.
+`mimalloc-w32`, what they reach with a 32-byte handle. These references are
+not lower bounds: the compiler builds their padding with 8-byte stores and
+moves it with 16-byte loads, which wait for those stores (arenabuf builds
+its buffer 16 bytes at a time to avoid exactly that), so a target they miss
+is marked, not counted as out of reach.
 """
 import collections
 import os
@@ -50,6 +54,7 @@ def main():
     source = open(sys.argv[1]) if len(sys.argv) > 1 else sys.stdin
     figures = load(source)
     results = []
+    missed_by = collections.defaultdict(set)  # label -> the references that miss it too
 
     def check(label, value, limit, floor=None, row=None):
         """`floor`: the same ratio for the `floor` reference, when measured;
@@ -60,11 +65,9 @@ def main():
             ratio = ratio_to_best(row or {}, impl)[0]
             if ratio is not None:
                 wide += f"  {impl} {ratio:.2f}"
-                if impl == "floor-wide" and ratio > limit:
-                    # No allocator could meet it with buffers this large.
-                    wide += ": out of reach with this handle size"
-                if impl == "floor-w32" and ratio > limit:
-                    wide += ": out of reach with a 32-byte handle"
+                if impl in ("floor-wide", "floor-w32") and ratio > limit:
+                    wide += ": misses it too"
+                    missed_by[label].add(impl)
         if value is None:
             results.append((label, None, limit, "missing", floor, wide))
         else:
@@ -102,6 +105,7 @@ def main():
     after = figures.get(("rss", "mixed", 1, "MiB"), {}).get(OURS)
     check(f"rss: MiB after release + trim ({ARENAS} arenas x {CHUNK_MIB} MiB)", after, ARENAS * CHUNK_MIB)
     out_of_reach = 0
+    # Missed targets that floor meets but floor-wide (floor-w32) misses too.
     out_of_reach_wide = 0
     out_of_reach_w32 = 0
     for label, value, limit, verdict, floor, wide in results:
@@ -113,15 +117,15 @@ def main():
             note = f"  floor {floor:.3f}" + ("" if reachable else ": out of reach on this machine")
             if verdict == "MISSED" and not reachable:
                 out_of_reach += 1
-        if verdict == "MISSED" and "out of reach with this handle size" in wide and "out of reach on" not in note:
-            out_of_reach_wide += 1
-            out_of_reach_w32 += "out of reach with a 32-byte handle" in wide
+        if verdict == "MISSED" and "out of reach on" not in note:
+            out_of_reach_wide += "floor-wide" in missed_by.get(label, ())
+            out_of_reach_w32 += "floor-w32" in missed_by.get(label, ())
         print(f"{verdict:7} {label:50} {shown:>7}  (target {'>=' if at_least else '<='} {limit}){note}{wide}")
     missed = sum(1 for r in results if r[3] == "MISSED")
     missing = sum(1 for r in results if r[3] == "missing")
-    wide_note = f", {out_of_reach_wide} more for floor-wide" if out_of_reach_wide else ""
+    wide_note = f"; floor-wide misses {out_of_reach_wide} more" if out_of_reach_wide else ""
     if out_of_reach_w32:
-        wide_note += f" ({out_of_reach_w32} of those for floor-w32 too)"
+        wide_note += f", floor-w32 {out_of_reach_w32} of those"
     print(f"{len(results) - missed - missing} of {len(results)} targets met, {missed} missed"
           f" ({out_of_reach} of them out of reach even for the floor reference{wide_note}), {missing} without data")
     sys.exit(0 if missed + missing == 0 else 1)
