@@ -10,11 +10,11 @@ With the references `floor-wide` and `mimalloc-wide` in the input (`bench
 --impl` naming them next to the rest), the `window` and `xthread` lines
 also show their ratios: what `floor` and mimalloc reach when each buffer is
 carried in a handle as large as arenabuf's; with `floor-w32` and
-`mimalloc-w32`, what they reach with a 32-byte handle. These references are
-not lower bounds: the compiler builds their padding with 8-byte stores and
-moves it with 16-byte loads, which wait for those stores (arenabuf builds
-its buffer 16 bytes at a time to avoid exactly that), so a target they miss
-is marked, not counted as out of reach.
+`mimalloc-w32`, what they reach with a 32-byte handle. A target `floor-wide`
+misses is marked ("misses it too") and counted apart: `floor` with that
+handle does no allocator work at all, so no allocator carrying a handle of
+that size would meet the target on this machine (a reference, not a proof:
+its figures move with the load like every other).
 """
 import collections
 import os
