@@ -12,10 +12,10 @@
 //!
 //! `pinned = arena active bytes + huge bytes + unpooled bytes - parked - queued`.
 //!
-//! Parked bytes are not counted at all: the tally holds the word in which
-//! each of the owner's stacks keeps its length (the owner's plain loads
-//! and stores of its own stacks, nothing more), and a reader multiplies
-//! the lengths by the class sizes. Queued bytes change with a `fetch_add`
+//! Parked bytes are not counted at all: the tally holds a copy of the word
+//! in which each of the owner's stacks keeps its length (one plain store
+//! with each change, nothing more), and a reader multiplies the lengths by
+//! the class sizes. Queued bytes change with a `fetch_add`
 //! on the cross-thread release path, which already does atomic work on the
 //! same cache's shared part, and a `fetch_sub` when the queue is drained (a
 //! slow path).
@@ -28,9 +28,9 @@ use crate::thread_cache::SharedRef;
 #[derive(Debug)]
 pub(crate) struct CacheTally {
     /// Each stack's length (low half) and hits since the last trim (high
-    /// half), heap classes first, then direct ones: the words the owner's
-    /// stacks keep them in (`thread_cache`). Written by the owner thread
-    /// only.
+    /// half), heap classes first, then direct ones: copies of the words the
+    /// owner's stacks keep them in (`thread_cache`). Written by the owner
+    /// thread only.
     stack_words: Box<[StatAtomicU64]>,
     /// Bytes queued by other threads, per kind.
     queued: [AtomicU64; 2],

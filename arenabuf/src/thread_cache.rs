@@ -1074,10 +1074,14 @@ struct Stack {
     slots: Box<[CachedRegion]>,
     /// The regions cached (`slots[..len]`, low half) and the allocations
     /// served since the last trim (high half), in one word so that a hit
-    /// updates both with one store. The word lives in the cache's
-    /// [`CacheTally`], where the pool's metrics read the lengths: so the
-    /// parked bytes cost the hot path no counter of their own.
-    word: NonNull<StatAtomicU64>,
+    /// updates both with one store.
+    len_and_hits: u64,
+    /// A copy of `len_and_hits` in the cache's [`CacheTally`], where the
+    /// pool's metrics read the lengths: so the parked bytes cost the hot
+    /// path no counter of their own. Written with every change, never read
+    /// here: reading the word there instead of the one above cost 0.5 ns
+    /// per hot pair (`hot-loop` 9.0 -> 8.5 ns with the copy).
+    published: NonNull<StatAtomicU64>,
     /// `slots.len()`: 0 until the slots exist, so an unmade stack reads as
     /// full and the hot path needs no separate check.
     room: u32,
@@ -1101,7 +1105,8 @@ impl Stack {
     unsafe fn new(kind: MemoryKind, idx: usize, capacity: usize, class_size: usize, tally: &CacheTally) -> Stack {
         Stack {
             slots: Box::default(),
-            word: NonNull::from(tally.stack_word(kind, idx)),
+            len_and_hits: 0,
+            published: NonNull::from(tally.stack_word(kind, idx)),
             room: 0,
             capacity: capacity as u32,
             fresh: Marks::fresh(class_size),
@@ -1109,24 +1114,24 @@ impl Stack {
         }
     }
 
-    /// The length-and-hits word.
+    /// The tally's copy of the length-and-hits word.
     #[inline(always)]
-    fn word(&self) -> &StatAtomicU64 {
+    fn published(&self) -> &StatAtomicU64 {
         // SAFETY: the word is in the cache's tally, which outlives the stack (`new`'s contract).
-        unsafe { self.word.as_ref() }
+        unsafe { self.published.as_ref() }
     }
 
     /// The length (low half) and the hits since the last trim (high half).
     #[inline(always)]
     fn len_and_hits(&self) -> u64 {
-        // Only the owner thread writes the word, so its own last store is what it reads.
-        self.word().load(Ordering::Relaxed)
+        self.len_and_hits
     }
 
-    /// Publishes a new length and hit count (a plain store: nobody else writes the word).
+    /// Sets the length and hit count, and publishes them to the tally (a plain store: nobody else writes it).
     #[inline(always)]
     fn set_len_and_hits(&mut self, word: u64) {
-        self.word().store(word, Ordering::Relaxed);
+        self.len_and_hits = word;
+        self.published().store(word, Ordering::Relaxed);
     }
 
     #[inline(always)]
