@@ -1145,6 +1145,7 @@ impl Stack {
     }
 
     /// Allocations served since the last trim.
+    #[inline(always)]
     fn hits(&self) -> u32 {
         (self.len_and_hits() >> 32) as u32
     }
@@ -1372,20 +1373,17 @@ pub(crate) struct ThreadCache {
     /// debug builds.
     #[cfg(debug_assertions)]
     local_out_check: usize,
-    /// Hits the hot path may still serve before the slow path must count:
-    /// the nearer of the trim check and the leak sample (see
-    /// [`count_slow`](Self::count_slow)). One counter, so that a hit pays
-    /// one decrement for both.
-    countdown: u32,
-    /// What `countdown` was armed with: `span - countdown` hits are not yet
-    /// folded into `trim_left` and `leak_left`.
-    span: u32,
-    /// Lookups left until the next trim (or clock check), as of the arming.
-    trim_left: u32,
-    /// The lookups the running trim countdown started from.
-    trim_span: u32,
-    /// Lookups since the last trim, not counting the running trim countdown.
+    /// `period - 1`, where every `period`-th lookup of a class goes to the
+    /// slow path, which counts the `period` lookups at once for the trim and
+    /// the leak detector's sampling ([`count_slow`](Self::count_slow)): the
+    /// hit path then tests the class's hit count (in the word it updates
+    /// anyway) instead of decrementing a counter of its own.
+    event_mask: u64,
+    /// Lookups counted since the last trim: a class's lookups are counted a
+    /// period at a time, so up to `period - 1` per class in use are not yet.
     lookups: u32,
+    /// `lookups` at the last look at the clock (time-based trims only).
+    clock_checked_at: u32,
     trim_interval: u32,
     trim_period: Option<Duration>,
     last_trim: Instant,
@@ -1397,10 +1395,36 @@ pub(crate) struct ThreadCache {
     /// this thread most likely goes (see [`release_to_last_hit`](Self::release_to_last_hit)).
     last_hit: NonNull<Stack>,
     /// The pool's leak-detection level, and the allocations left until the
-    /// next one the detector tracks, as of the arming (`u32::MAX` when
-    /// disabled, so every level pays the same countdown on the hit path).
+    /// next one the detector tracks (it may run below zero, by up to a
+    /// period: the next gap is added to what is left, so that the rate
+    /// holds on average).
     leak_level: LeakLevel,
-    leak_left: u32,
+    leak_left: i64,
+}
+
+/// What an allocation on the slow path counts as ([`ThreadCache::count_slow`]).
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    /// Served from the stack of class `idx` of the kind.
+    Hit(MemoryKind, usize),
+    /// A lookup of a cached class the stack could not serve.
+    Miss,
+    /// Not a lookup: a class or a kind this cache does not keep.
+    Other,
+}
+
+/// Every how many hits of a class the slow path counts them (a power of
+/// two): the leak detector's mean sampling gap ([`leak::SAMPLING_INTERVAL`],
+/// so that no period holds more than one sample on average), or fewer when
+/// the trim interval is not a multiple of it, so that a thread using one
+/// class trims at the interval; 1 when the leak detector tracks every
+/// allocation.
+fn event_period(config: &Config) -> u64 {
+    if config.leak_detection == LeakLevel::Paranoid {
+        return 1;
+    }
+    let interval = u64::from(config.cache_trim_interval.max(1));
+    (interval & interval.wrapping_neg()).min(u64::from(leak::SAMPLING_INTERVAL))
 }
 
 /// How many regions of class `idx` a thread cache keeps: Netty's counts up
@@ -1462,6 +1486,7 @@ impl ThreadCache {
         let mut cache = ThreadCache {
             leak_level: config.leak_detection,
             leak_left: 0,
+            event_mask: event_period(config) - 1,
             last_hit: kinds[0].stacks.at(0),
             tally,
             shared,
@@ -1470,18 +1495,13 @@ impl ThreadCache {
             out_or_parked: 0,
             #[cfg(debug_assertions)]
             local_out_check: 0,
-            countdown: 0,
-            span: 0,
-            trim_left: 0,
-            trim_span: 0,
             lookups: 0,
+            clock_checked_at: 0,
             trim_interval: config.cache_trim_interval,
             trim_period,
             last_trim: Instant::now(),
         };
-        cache.reset_trim_countdown();
         cache.next_leak_sample();
-        cache.arm();
         cache
     }
 
@@ -1511,50 +1531,42 @@ impl ThreadCache {
         assert_eq!(self.out_or_parked - parked, self.local_out_check, "buffers out: slow-path count vs plain");
     }
 
-    /// Folds the hits the hot path served since the last arming into the
-    /// trim and leak counters (both stay at least 1: the hot path stops one
-    /// short of the nearer).
-    fn fold_hits(&mut self) {
-        let hits = self.span - self.countdown;
-        self.trim_left -= hits;
-        self.leak_left -= hits;
-        self.span = self.countdown;
-    }
-
-    /// Arms the hot path's countdown with the nearer event.
-    fn arm(&mut self) {
-        self.span = self.trim_left.min(self.leak_left);
-        self.countdown = self.span;
-    }
-
-    /// Counts an allocation the slow path served: towards the trim when
-    /// `lookup` (its class is cached), towards the leak detector's next
-    /// sample always. Runs a trim that comes due; returns whether the
-    /// detector tracks this allocation.
-    fn count_slow(&mut self, lookup: bool) -> bool {
-        self.fold_hits();
-        if lookup {
-            self.trim_left -= 1;
-            if self.trim_left == 0 {
-                self.trim_countdown_expired();
+    /// Counts an allocation the slow path served, and returns whether the
+    /// leak detector tracks it. A hit counts on its stack's hit count, and
+    /// every `period`-th one brings the `period` hits of that class to the
+    /// trim's count and the leak detector's; a miss of a cached class counts
+    /// for both at once, anything else for the leak detector alone. Runs a
+    /// trim that comes due.
+    fn count_slow(&mut self, counted: Counted) -> bool {
+        let allocations = match counted {
+            Counted::Hit(kind, idx) => {
+                if u64::from(self.kinds[kind.index()].stack(idx).hits()) & self.event_mask != 0 {
+                    return false;
+                }
+                self.event_mask as u32 + 1
             }
+            Counted::Miss => 1,
+            Counted::Other => 0,
+        };
+        if allocations > 0 {
+            self.lookups = self.lookups.saturating_add(allocations);
+            self.trim_if_due();
         }
-        self.leak_left -= 1;
-        let track = self.leak_left == 0 && self.next_leak_sample();
-        self.arm();
-        track
+        self.leak_left -= i64::from(allocations.max(1));
+        self.leak_left <= 0 && self.next_leak_sample()
     }
 
-    /// Sets the countdown to the next tracked allocation; true when the
-    /// detector is on (the allocation whose countdown ran out is tracked).
+    /// Adds the next gap to the allocations left until a tracked one; true
+    /// when the detector is on (the allocation that used up the last gap is
+    /// tracked).
     #[cold]
     fn next_leak_sample(&mut self) -> bool {
-        let (countdown, on) = match self.leak_level {
-            LeakLevel::Disabled => (u32::MAX, false),
+        let (gap, on) = match self.leak_level {
+            LeakLevel::Disabled => (i64::MAX / 2, false),
             LeakLevel::Paranoid => (1, true),
-            LeakLevel::Simple | LeakLevel::Advanced => (leak::next_gap(), true),
+            LeakLevel::Simple | LeakLevel::Advanced => (i64::from(leak::next_gap()), true),
         };
-        self.leak_left = countdown;
+        self.leak_left += gap;
         on
     }
 
@@ -1575,15 +1587,6 @@ impl ThreadCache {
         self.shared().pool.is_closed()
     }
 
-    /// Starts the trim countdown (the caller arms the hot path).
-    fn reset_trim_countdown(&mut self) {
-        // Every CLOCK_CHECK_EVERY lookups at least: the clock, and trims the
-        // pool asked for.
-        let left = self.trim_interval.saturating_sub(self.lookups).max(1);
-        self.trim_span = left.min(CLOCK_CHECK_EVERY);
-        self.trim_left = self.trim_span;
-    }
-
     /// The hit path: a region of `size`'s class from the stack, or `None`,
     /// also when the leak detector is to track this allocation: the slow
     /// path ([`allocate`](Self::allocate)) then serves it, so that the hit
@@ -1601,14 +1604,12 @@ impl ThreadCache {
     #[inline(always)]
     fn take_slot(&mut self, kind: MemoryKind, size: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
         let idx = self.classes.index_of(size)?;
-        // The last hit before a trim check or a leak sample is the slow
-        // path's to count.
-        if self.countdown <= 1 {
+        let event_mask = self.event_mask;
+        // Every period-th lookup of a class is the slow path's to count.
+        if u64::from(self.kinds[kind.index()].stack(idx).hits().wrapping_add(1)) & event_mask == 0 {
             return None;
         }
-        let taken = self.pop_counted(kind, idx)?;
-        self.countdown -= 1;
-        Some(taken)
+        self.pop_counted(kind, idx)
     }
 
     /// Any allocation through this cache, with whether the leak detector
@@ -1621,17 +1622,26 @@ impl ThreadCache {
         self.allocate_counted(kind, size)
     }
 
-    /// What the hot path leaves: a hit that brings the countdown to an event,
-    /// or a miss; counted, with the leak detector's sampling.
+    /// What the hot path leaves: a class's period-th hit, or a miss;
+    /// counted, with the leak detector's sampling.
     #[cold]
     #[inline(never)]
     fn allocate_counted(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
-        let hit = self.classes.index_of(size).and_then(|idx| self.take(kind, idx));
+        let idx = self.classes.index_of(size);
+        let hits = |cache: &mut ThreadCache, idx: usize| cache.kinds[kind.index()].stack(idx).hits();
+        let hits_before = idx.map(|idx| hits(self, idx));
+        let hit = idx.and_then(|idx| self.take(kind, idx));
         let (allocation, lookup) = match hit {
             Some(allocation) => (allocation, true),
             None => self.allocate_slow(kind, size)?,
         };
-        Ok((allocation, self.count_slow(lookup)))
+        let counted = match idx.filter(|_| lookup) {
+            // Served from the stack when its hit count moved (also after a drain).
+            Some(idx) if Some(hits(self, idx)) != hits_before => Counted::Hit(kind, idx),
+            Some(_) => Counted::Miss,
+            None => Counted::Other,
+        };
+        Ok((allocation, self.count_slow(counted)))
     }
 
     /// Every other allocation: misses, huge blocks, kinds without arenas;
@@ -1656,6 +1666,7 @@ impl ThreadCache {
         let arena = self.kinds[k].arena().expect("checked above");
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
         self.count_new_buffer();
+
         let cached = CachedRegion::of(kind, region.ptr, region.chunk, region.size_idx, self.shared);
         Ok((Allocation::from_region(cached), lookup))
     }
@@ -1812,16 +1823,22 @@ impl ThreadCache {
         self.park_all(std::slice::from_ref(&remote));
     }
 
-    /// The trim countdown ran out: a trim when the interval or the period is
-    /// over or the pool asked for one, else a new countdown.
-    #[cold]
-    fn trim_countdown_expired(&mut self) {
-        self.lookups += self.trim_span;
-        let period_over = self.trim_period.is_some_and(|period| self.last_trim.elapsed() >= period);
-        if self.lookups >= self.trim_interval || period_over || self.tally.take_trim_request() {
-            self.trim();
-        } else {
-            self.reset_trim_countdown();
+    /// A trim when the interval or the period is over (the clock is read
+    /// every [`CLOCK_CHECK_EVERY`] lookups) or the pool asked for one.
+    fn trim_if_due(&mut self) {
+        let period_over = self.trim_period.is_some_and(|period| {
+            self.lookups - self.clock_checked_at >= CLOCK_CHECK_EVERY && {
+                self.clock_checked_at = self.lookups;
+                self.last_trim.elapsed() >= period
+            }
+        });
+        // The pool's request is read first: it asks for everything, which a
+        // trim due anyway would otherwise not give (it took the request as
+        // the reason and left the rule to decide).
+        if self.tally.take_trim_request() {
+            self.trim_with(true);
+        } else if self.lookups >= self.trim_interval || period_over {
+            self.trim_with(false);
         }
     }
 
@@ -1849,11 +1866,9 @@ impl ThreadCache {
     }
 
     fn trim_with(&mut self, everything: bool) {
-        self.fold_hits();
         self.lookups = 0;
+        self.clock_checked_at = 0;
         self.last_trim = Instant::now();
-        self.reset_trim_countdown();
-        self.arm();
         if !everything {
             // Queued regions are parked first (what their stacks have no
             // room for goes to the arena), and the rule below trims them
