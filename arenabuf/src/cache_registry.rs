@@ -15,10 +15,10 @@
 //! Parked bytes are not counted at all: the tally holds a copy of the word
 //! in which each of the owner's stacks keeps its length (one plain store
 //! with each change, nothing more), and a reader multiplies the lengths by
-//! the class sizes. Queued bytes change with a `fetch_add`
-//! on the cross-thread release path, which already does atomic work on the
-//! same cache's shared part, and a `fetch_sub` when the queue is drained (a
-//! slow path).
+//! the class sizes. Queued bytes change with a `fetch_add` on the
+//! cross-thread release path, which already does atomic work on the same
+//! cache's shared part, and a `fetch_sub` when the queue is drained (a slow
+//! path).
 
 use crate::memory::MemoryKind;
 use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering, StatAtomicU64};

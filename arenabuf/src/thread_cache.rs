@@ -1079,8 +1079,8 @@ struct Stack {
     /// A copy of `len_and_hits` in the cache's [`CacheTally`], where the
     /// pool's metrics read the lengths: so the parked bytes cost the hot
     /// path no counter of their own. Written with every change, never read
-    /// here: reading the word there instead of the one above cost 0.5 ns
-    /// per hot pair (`hot-loop` 9.0 -> 8.5 ns with the copy).
+    /// here: with the word kept only there, `hot-loop` took 9.0 ns per pair
+    /// against 8.3 (BENCHMARKS.md, session 7).
     published: NonNull<StatAtomicU64>,
     /// `slots.len()`: 0 until the slots exist, so an unmade stack reads as
     /// full and the hot path needs no separate check.
@@ -1127,7 +1127,8 @@ impl Stack {
         self.len_and_hits
     }
 
-    /// Sets the length and hit count, and publishes them to the tally (a plain store: nobody else writes it).
+    /// Sets the length and hit count, and publishes them to the tally (a
+    /// plain store: nobody else writes it).
     #[inline(always)]
     fn set_len_and_hits(&mut self, word: u64) {
         self.len_and_hits = word;
@@ -1666,7 +1667,6 @@ impl ThreadCache {
         let arena = self.kinds[k].arena().expect("checked above");
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
         self.count_new_buffer();
-
         let cached = CachedRegion::of(kind, region.ptr, region.chunk, region.size_idx, self.shared);
         Ok((Allocation::from_region(cached), lookup))
     }
@@ -1851,9 +1851,9 @@ impl ThreadCache {
     /// (the misses left are the large classes), and the workload ran at
     /// 139 ns per buffer against 198; peak RSS stayed at 1.08 x the live
     /// bytes (BENCHMARKS.md, session 6). Regions queued by other threads
-    /// are parked first and trimmed by the same rule. When the pool asked for a trim
-    /// ([`PooledAllocator::trim`](crate::PooledAllocator::trim)), every
-    /// cached region goes back.
+    /// are parked first and trimmed by the same rule. When the pool asked
+    /// for a trim ([`PooledAllocator::trim`](crate::PooledAllocator::trim)),
+    /// every cached region goes back.
     pub(crate) fn trim(&mut self) {
         let everything = self.tally.take_trim_request();
         self.trim_with(everything);

@@ -160,12 +160,10 @@ impl BufAlloc for Bytes {
     }
 }
 
-/// A block from a C allocator.
-pub struct RawBuf(*mut u8);
-
-// SAFETY: a RawBuf is the sole owner of its block; C allocators allow freeing
-// on any thread.
-unsafe impl Send for RawBuf {}
+/// A block from a C allocator: its address, cast from the pointer (which
+/// exposes its provenance) and back to use it, so that the buffer holds an
+/// integer only ([`in_whole_stores`]).
+pub struct RawBuf(usize);
 
 /// A C allocator called directly, not as the global allocator: `$malloc` /
 /// `$free`, and `$trim` to give memory back.
@@ -182,18 +180,18 @@ macro_rules! c_allocator {
                 // SAFETY: malloc-style functions have no preconditions; null is checked.
                 let ptr = unsafe { $malloc(size) }.cast::<u8>();
                 assert!(!ptr.is_null(), concat!(stringify!($name), " out of memory"));
-                RawBuf(ptr)
+                RawBuf(ptr as usize)
             }
 
             #[inline]
             fn ptr(buf: &mut RawBuf) -> *mut u8 {
-                buf.0
+                buf.0 as *mut u8
             }
 
             #[inline]
             fn release(&self, buf: RawBuf) {
                 // SAFETY: the block came from this allocator's malloc and is freed once.
-                unsafe { $free(buf.0.cast::<c_void>()) }
+                unsafe { $free(buf.0 as *mut c_void) }
             }
 
             fn trim(&self) {
@@ -264,16 +262,14 @@ std::thread_local! {
 /// a target means no allocator could meet that target on this machine.
 pub struct Floor;
 
-/// A [`Floor`] block and its class.
+/// A [`Floor`] block and its class, as integers only (the block's address,
+/// cast from its pointer, which exposes its provenance; a word for the
+/// class: no padding bytes), so that [`in_whole_stores`] may copy the
+/// buffer as words.
 pub struct FloorBuf {
-    ptr: *mut u8,
-    /// A word, not a `u32`: a buffer with no padding bytes can be copied as
-    /// words ([`Wide`]).
+    addr: usize,
     class: u64,
 }
-
-// SAFETY: the block is the buffer's alone; it returns only to the lists of the thread that releases it.
-unsafe impl Send for FloorBuf {}
 
 impl BufAlloc for Floor {
     type Buf = FloorBuf;
@@ -288,17 +284,17 @@ impl BufAlloc for Floor {
             assert!(!ptr.is_null(), "floor out of memory");
             ptr
         });
-        FloorBuf { ptr, class: class.into() }
+        FloorBuf { addr: ptr as usize, class: class.into() }
     }
 
     #[inline]
     fn ptr(buf: &mut FloorBuf) -> *mut u8 {
-        buf.ptr
+        buf.addr as *mut u8
     }
 
     #[inline]
     fn release(&self, buf: FloorBuf) {
-        FLOOR.with(|lists| lists.borrow_mut().0[buf.class as usize].push(buf.ptr));
+        FLOOR.with(|lists| lists.borrow_mut().0[buf.class as usize].push(buf.addr as *mut u8));
     }
 
     fn trim(&self) {
@@ -355,8 +351,10 @@ const _: () = assert!(
 /// loads) does not wait for the 8-byte stores the compiler builds it with:
 /// a buffer handle built as arenabuf builds its own.
 ///
-/// `T`'s size is a multiple of 16, and it has no padding bytes (every
-/// [`WideBuf`] here).
+/// `T`'s size is a multiple of 16, and it holds integers only, with no
+/// padding bytes (every [`WideBuf`] here: addresses are kept with their
+/// provenance exposed), so that its bytes may pass through integer
+/// registers.
 #[inline(always)]
 fn in_whole_stores<T>(value: T) -> T {
     const { assert!(std::mem::size_of::<T>() % 16 == 0) };
@@ -367,8 +365,9 @@ fn in_whole_stores<T>(value: T) -> T {
         // Two 8-byte loads (served from the 8-byte stores that built `value`)
         // joined in a register: one 16-byte load would wait for those stores.
         // SAFETY: `piece * 16 + 16 <= size_of::<T>()`, inside both `value` and
-        // `out`; `T` has no padding (the caller's types), so every byte read is
-        // initialised; SSE2 is part of x86-64; unaligned loads and stores allowed.
+        // `out`; `T` is integers without padding (the caller's types), so every
+        // byte read is initialised and carries no provenance to lose; SSE2 is
+        // part of x86-64; unaligned loads and stores allowed.
         unsafe {
             let from = std::ptr::from_ref(&value).cast::<u64>().add(piece * 2);
             let (low, high) = (from.read_unaligned() as i64, from.add(1).read_unaligned() as i64);
