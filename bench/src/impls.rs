@@ -364,10 +364,9 @@ fn in_whole_stores<T>(value: T) -> T {
         use std::arch::x86_64::{_mm_set_epi64x, _mm_storeu_si128};
         // Two 8-byte loads (served from the 8-byte stores that built `value`)
         // joined in a register: one 16-byte load would wait for those stores.
-        // SAFETY: `piece * 16 + 16 <= size_of::<T>()`, inside both `value` and
-        // `out`; `T` is integers without padding (the caller's types), so every
-        // byte read is initialised and carries no provenance to lose; SSE2 is
-        // part of x86-64; unaligned loads and stores allowed.
+        // `T` is integers without padding (the caller's types), so every byte
+        // read is initialised and carries no provenance to lose.
+        // SAFETY: `piece * 16 + 16 <= size_of::<T>()`: inside `value` and `out`; SSE2 is x86-64's; unaligned is allowed.
         unsafe {
             let from = std::ptr::from_ref(&value).cast::<u64>().add(piece * 2);
             let (low, high) = (from.read_unaligned() as i64, from.add(1).read_unaligned() as i64);
