@@ -268,7 +268,9 @@ impl Builder {
     setter!(
         /// Cache lookups between two trims of a thread's cache
         /// (`ARENABUF_CACHE_TRIM_INTERVAL`), default 8192. Allowed:
-        /// 1..=4294967295.
+        /// 1..=4294967295. Hits are counted 128 at a time per class (fewer
+        /// when the interval is not a multiple of 128), so a trim may come
+        /// up to 127 lookups per class in use after the interval.
         ///
         /// # Examples
         ///
