@@ -249,7 +249,7 @@ impl Chunk {
             Handle::element(start, pages, (within / elem_size) as u32)
         } else {
             assert!(within == 0, "arenabuf: an address inside a run");
-            Handle::run(start, (elem_size >> self.page_shift) as u32)
+            Handle::run(start, pages)
         }
     }
 

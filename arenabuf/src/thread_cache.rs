@@ -1406,8 +1406,8 @@ pub(crate) struct ThreadCache {
 /// What an allocation on the slow path counts as ([`ThreadCache::count_slow`]).
 #[derive(Debug, Clone, Copy)]
 enum Counted {
-    /// Served from the stack of class `idx` of the kind.
-    Hit(MemoryKind, usize),
+    /// Served from a stack, whose hit count is now this.
+    Hit(u32),
     /// A lookup of a cached class the stack could not serve.
     Miss,
     /// Not a lookup: a class or a kind this cache does not keep.
@@ -1540,8 +1540,8 @@ impl ThreadCache {
     /// trim that comes due.
     fn count_slow(&mut self, counted: Counted) -> bool {
         let allocations = match counted {
-            Counted::Hit(kind, idx) => {
-                if u64::from(self.kinds[kind.index()].stack(idx).hits()) & self.event_mask != 0 {
+            Counted::Hit(hits) => {
+                if u64::from(hits) & self.event_mask != 0 {
                     return false;
                 }
                 self.event_mask as u32 + 1
@@ -1636,9 +1636,9 @@ impl ThreadCache {
             Some(allocation) => (allocation, true),
             None => self.allocate_slow(kind, size)?,
         };
-        let counted = match idx.filter(|_| lookup) {
+        let counted = match idx.filter(|_| lookup).map(|idx| hits(self, idx)) {
             // Served from the stack when its hit count moved (also after a drain).
-            Some(idx) if Some(hits(self, idx)) != hits_before => Counted::Hit(kind, idx),
+            Some(hits) if Some(hits) != hits_before => Counted::Hit(hits),
             Some(_) => Counted::Miss,
             None => Counted::Other,
         };
@@ -1832,13 +1832,11 @@ impl ThreadCache {
                 self.last_trim.elapsed() >= period
             }
         });
-        // The pool's request is read first: it asks for everything, which a
-        // trim due anyway would otherwise not give (it took the request as
-        // the reason and left the rule to decide).
-        if self.tally.take_trim_request() {
-            self.trim_with(true);
-        } else if self.lookups >= self.trim_interval || period_over {
-            self.trim_with(false);
+        // The pool's request asks for everything, also when a trim is due
+        // anyway.
+        let requested = self.tally.take_trim_request();
+        if requested || period_over || self.lookups >= self.trim_interval {
+            self.trim_with(requested);
         }
     }
 
@@ -2261,7 +2259,7 @@ mod tests {
     #[test]
     fn a_periodic_trim_parks_queued_regions_of_a_class_in_use() {
         const TRIM_INTERVAL: usize = 16;
-        let alloc = crate::PooledAllocator::builder()
+        let alloc = PooledAllocator::builder()
             .heap_arenas(1)
             .direct_arenas(0)
             .small_cache_size(8)
