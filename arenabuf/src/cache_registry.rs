@@ -21,17 +21,17 @@
 //! path).
 
 use crate::memory::MemoryKind;
-use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering, StatAtomicU64};
-use crate::thread_cache::SharedRef;
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering, StatAtomicU32};
+use crate::thread_cache::{stack_len, SharedRef};
 
 /// One thread cache's published figures and its trim request flag.
 #[derive(Debug)]
 pub(crate) struct CacheTally {
-    /// Each stack's length (low half) and hits since the last trim (high
-    /// half), heap classes first, then direct ones: copies of the words the
-    /// owner's stacks keep them in (`thread_cache`). Written by the owner
-    /// thread only.
-    stack_words: Box<[StatAtomicU64]>,
+    /// Each stack's word (its length, and the hits left until the owner's
+    /// slow path counts them), heap classes first, then direct ones: copies
+    /// of the words the owner's stacks keep them in (`thread_cache`).
+    /// Written by the owner thread only.
+    stack_words: Box<[StatAtomicU32]>,
     /// Bytes queued by other threads, per kind.
     queued: [AtomicU64; 2],
     /// Set by [`PooledAllocator::trim`](crate::PooledAllocator::trim): the
@@ -44,20 +44,20 @@ impl CacheTally {
     /// kind.
     pub(crate) fn new(classes: usize) -> CacheTally {
         CacheTally {
-            stack_words: (0..MemoryKind::ALL.len() * classes).map(|_| StatAtomicU64::new(0)).collect(),
+            stack_words: (0..MemoryKind::ALL.len() * classes).map(|_| StatAtomicU32::new(0)).collect(),
             queued: Default::default(),
             trim_requested: AtomicBool::new(false),
         }
     }
 
     /// The stack words of `kind`, one per class.
-    fn stack_words(&self, kind: MemoryKind) -> &[StatAtomicU64] {
+    fn stack_words(&self, kind: MemoryKind) -> &[StatAtomicU32] {
         let classes = self.stack_words.len() / MemoryKind::ALL.len();
         &self.stack_words[kind.index() * classes..][..classes]
     }
 
     /// The word of the owner's stack of class `idx` of `kind`.
-    pub(crate) fn stack_word(&self, kind: MemoryKind, idx: usize) -> &StatAtomicU64 {
+    pub(crate) fn stack_word(&self, kind: MemoryKind, idx: usize) -> &StatAtomicU32 {
         &self.stack_words(kind)[idx]
     }
 
@@ -66,10 +66,9 @@ impl CacheTally {
     /// stacks stay empty).
     fn parked(&self, kind: MemoryKind, cached_sizes: &[u32]) -> u64 {
         let words = self.stack_words(kind).iter();
-        words.zip(cached_sizes).fold(0u64, |sum, (word, &size)| {
-            // The low half of a stack's word is its length.
-            sum + u64::from(word.load(Ordering::Relaxed) as u32) * u64::from(size)
-        })
+        words
+            .zip(cached_sizes)
+            .fold(0u64, |sum, (word, &size)| sum + u64::from(stack_len(word.load(Ordering::Relaxed))) * u64::from(size))
     }
 
     /// Counts bytes entering the remote queue, unless that would take the

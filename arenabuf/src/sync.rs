@@ -20,7 +20,7 @@ pub(crate) use std::sync::{
 /// lengths, which metrics sum), where no protocol depends on the ordering.
 /// The hot path touches them on every allocation and release; modelled, they
 /// would multiply the interleavings loom explores without checking anything.
-pub(crate) use std::sync::atomic::AtomicU64 as StatAtomicU64;
+pub(crate) use std::sync::atomic::AtomicU32 as StatAtomicU32;
 
 /// Locks `mutex`, ignoring poisoning: the pool's invariants are restored
 /// before any code that can panic runs while a lock is held, so a panic in

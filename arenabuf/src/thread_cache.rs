@@ -62,7 +62,7 @@ use crate::error::AllocError;
 use crate::leak::{self, LeakDetector, LeakLevel, LeakTracker};
 use crate::memory::{MemoryKind, RawMemory};
 use crate::size_class::SizeClasses;
-use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, CachePadded, Ordering, StatAtomicU64};
+use crate::sync::{fence, Arc, ArrayQueue, AtomicBool, AtomicUsize, CachePadded, Ordering, StatAtomicU32};
 use crate::thread_local;
 
 /// `outstanding`'s starting value: stands for the live owner thread.
@@ -1064,6 +1064,24 @@ impl CachedRegion {
     }
 }
 
+/// Where a stack's word keeps its length: above the hits left until the
+/// slow path's turn (bits 0..7) and their guard bit (7).
+const LEN_SHIFT: u32 = 8;
+/// The most hits a stack serves between two turns of the slow path (the
+/// event period less one): what fits below the guard bit.
+const MAX_LEFT: u32 = (1 << 7) - 1;
+/// A pop's change to a stack's word: one region and one hit fewer left.
+const POP: u32 = (1 << LEN_SHIFT) + 1;
+/// The bits a pop sets when it may not happen on the hit path: the hits
+/// left went below zero (bit 7, the slow path's turn), or the length did
+/// (bit 31, nothing cached).
+const POP_GUARD: u32 = 1 << 31 | 1 << 7;
+
+/// The length of a stack whose word is `word` (as the tally publishes it).
+pub(crate) fn stack_len(word: u32) -> u32 {
+    word >> LEN_SHIFT
+}
+
 /// Cached regions of one size class: a stack whose storage is made on first
 /// use. Allocation takes the newest region, the one most likely still in the
 /// CPU's caches; trims free the oldest, at the bottom.
@@ -1072,21 +1090,26 @@ struct Stack {
     /// Empty until the first push, then `capacity` long. Entries at `len`
     /// and above are stale copies, never read.
     slots: Box<[CachedRegion]>,
-    /// The regions cached (`slots[..len]`, low half) and the allocations
-    /// served since the last trim (high half), in one word so that a hit
-    /// updates both with one store.
-    len_and_hits: u64,
-    /// A copy of `len_and_hits` in the cache's [`CacheTally`], where the
-    /// pool's metrics read the lengths: so the parked bytes cost the hot
-    /// path no counter of their own. Written with every change, never read
-    /// here: with the word kept only there, `hot-loop` took 9.0 ns per pair
+    /// The regions cached (`slots[..len]`, from bit [`LEN_SHIFT`]) and the
+    /// hits left before the slow path counts the class's hits (bits 0..7),
+    /// in one word so that a hit updates both with one subtraction and
+    /// tests both with one mask ([`POP_GUARD`]).
+    word: u32,
+    /// `room << LEN_SHIFT`: a word below it has room for a push.
+    room_word: u32,
+    /// A copy of `word` in the cache's [`CacheTally`], where the pool's
+    /// metrics read the lengths: so the parked bytes cost the hot path no
+    /// counter of their own. Written with every change, never read here:
+    /// with the word kept only there, `hot-loop` took 9.0 ns per pair
     /// against 8.3 (BENCHMARKS.md, session 7).
-    published: NonNull<StatAtomicU64>,
-    /// `slots.len()`: 0 until the slots exist, so an unmade stack reads as
-    /// full and the hot path needs no separate check.
-    room: u32,
+    published: NonNull<StatAtomicU32>,
     /// The configured capacity (0: not cached).
     capacity: u32,
+    /// Hits since the last trim, but for those since the last turn of the
+    /// slow path: `hits = served + mark - left`.
+    served: u32,
+    /// The hits left at the last turn of the slow path (or trim).
+    mark: u8,
     /// What a fresh buffer of the class starts with (its room is the class
     /// size).
     fresh: Marks,
@@ -1097,79 +1120,119 @@ struct Stack {
 }
 
 impl Stack {
-    /// The stack of class `idx` of `kind`, keeping its length in `tally`.
+    /// The stack of class `idx` of `kind`, keeping its length in `tally`,
+    /// with `reload` hits between the slow path's turns (at most
+    /// [`MAX_LEFT`]).
     ///
     /// # Safety
     ///
     /// `tally` outlives the stack (the cache holds both, the tally longer).
-    unsafe fn new(kind: MemoryKind, idx: usize, capacity: usize, class_size: usize, tally: &CacheTally) -> Stack {
-        Stack {
+    unsafe fn new(
+        kind: MemoryKind,
+        idx: usize,
+        capacity: usize,
+        class_size: usize,
+        reload: u32,
+        tally: &CacheTally,
+    ) -> Stack {
+        assert!(reload <= MAX_LEFT, "a stack's period is at most {}", MAX_LEFT + 1);
+        let published = NonNull::from(tally.stack_word(kind, idx));
+        let mut stack = Stack {
             slots: Box::default(),
-            len_and_hits: 0,
-            published: NonNull::from(tally.stack_word(kind, idx)),
-            room: 0,
+            word: 0,
+            room_word: 0,
+            published,
             capacity: capacity as u32,
+            served: 0,
+            mark: reload as u8,
             fresh: Marks::fresh(class_size),
             class_key: CachedRegion::meta_for(kind, 0, idx).class_key(),
-        }
+        };
+        stack.set_word(reload);
+        stack
     }
 
-    /// The tally's copy of the length-and-hits word.
+    /// The tally's copy of the word.
     #[inline(always)]
-    fn published(&self) -> &StatAtomicU64 {
+    fn published(&self) -> &StatAtomicU32 {
         // SAFETY: the word is in the cache's tally, which outlives the stack (`new`'s contract).
         unsafe { self.published.as_ref() }
     }
 
-    /// The length (low half) and the hits since the last trim (high half).
+    /// Sets the length and the hits left, and publishes them to the tally
+    /// (a plain store: nobody else writes it).
     #[inline(always)]
-    fn len_and_hits(&self) -> u64 {
-        self.len_and_hits
-    }
-
-    /// Sets the length and hit count, and publishes them to the tally (a
-    /// plain store: nobody else writes it).
-    #[inline(always)]
-    fn set_len_and_hits(&mut self, word: u64) {
-        self.len_and_hits = word;
+    fn set_word(&mut self, word: u32) {
+        self.word = word;
         self.published().store(word, Ordering::Relaxed);
     }
 
     #[inline(always)]
     fn len(&self) -> u32 {
-        self.len_and_hits() as u32
+        stack_len(self.word)
     }
 
     #[inline(always)]
     fn set_len(&mut self, len: u32) {
-        self.set_len_and_hits(self.len_and_hits() & !u64::from(u32::MAX) | u64::from(len));
+        self.set_word(len << LEN_SHIFT | self.left());
+    }
+
+    /// Hits left before the slow path's turn.
+    #[inline(always)]
+    fn left(&self) -> u32 {
+        self.word & ((1 << LEN_SHIFT) - 1)
     }
 
     /// Allocations served since the last trim.
-    #[inline(always)]
     fn hits(&self) -> u32 {
-        (self.len_and_hits() >> 32) as u32
+        self.served.wrapping_add(u32::from(self.mark)).wrapping_sub(self.left())
     }
 
     fn clear_hits(&mut self) {
-        self.set_len_and_hits(self.len_and_hits() & u64::from(u32::MAX));
+        self.served = 0;
+        self.mark = self.left() as u8;
     }
 
-    /// Takes the newest region for an allocation, counting a hit; leaves the
-    /// region in its slot until the next push.
+    /// The hit path's pop: the newest region, unless the stack is empty or
+    /// it is the slow path's turn ([`pop_slot_counting`](Self::pop_slot_counting));
+    /// leaves the region in its slot until the next push.
     #[inline(always)]
     fn pop_slot(&mut self) -> Option<NonNull<CachedRegion>> {
-        let word = self.len_and_hits();
-        let len = word as u32;
+        let word = self.word.wrapping_sub(POP);
+        if word & POP_GUARD != 0 {
+            return None;
+        }
+        self.set_word(word);
+        Some(self.slot_at(word >> LEN_SHIFT))
+    }
+
+    /// The slow path's pop: the newest region unless the stack is empty,
+    /// and whether this was the slow path's turn, which counts the hits
+    /// since the last turn and leaves `reload` hits to the hit path.
+    fn pop_slot_counting(&mut self, reload: u32) -> Option<(NonNull<CachedRegion>, bool)> {
+        let len = self.len();
         if len == 0 {
             return None;
         }
-        debug_assert!(len <= self.room && self.slots.len() == self.room as usize);
-        // `len - 1` and `hits + 1` in one add: the length is not zero, so no
-        // borrow reaches the hits, which wrap as a `u32` counter would.
-        self.set_len_and_hits(word.wrapping_add((1 << 32) - 1));
-        // SAFETY: `len - 1 < room == slots.len()`.
-        Some(NonNull::from(unsafe { self.slots.get_unchecked(len as usize - 1) }))
+        let left = self.left();
+        let turn = left == 0;
+        let left = if turn {
+            self.served = self.served.wrapping_add(u32::from(self.mark) + 1);
+            self.mark = reload as u8;
+            reload
+        } else {
+            left - 1
+        };
+        self.set_word((len - 1) << LEN_SHIFT | left);
+        Some((self.slot_at(len - 1), turn))
+    }
+
+    /// The slot at `at`, below the length just popped.
+    #[inline(always)]
+    fn slot_at(&self, at: u32) -> NonNull<CachedRegion> {
+        debug_assert!(at < self.room_word >> LEN_SHIFT && self.slots.len() << LEN_SHIFT == self.room_word as usize);
+        // SAFETY: `at` is below the length before the pop, which is at most `room == slots.len()`.
+        NonNull::from(unsafe { self.slots.get_unchecked(at as usize) })
     }
 
     /// Removes the `count` oldest regions (at most `len`) and gives them to
@@ -1187,29 +1250,38 @@ impl Stack {
     #[inline(always)]
     fn push(&mut self, region: CachedRegion) -> bool {
         let Some(word) = self.room_for_one() else {
-            return self.room == 0 && self.make_room(region);
+            return self.room_word == 0 && self.make_room(region);
         };
         self.push_unchecked(word, region);
         true
     }
 
-    /// The length-and-hits word, when a push needs no more than a store:
-    /// the slots exist and are not all taken.
+    /// The word, when a push needs no more than a store: the slots exist
+    /// and are not all taken (the hits left, below the length, never reach
+    /// a length's unit).
     #[inline(always)]
-    fn room_for_one(&self) -> Option<u64> {
-        let word = self.len_and_hits();
-        ((word as u32) < self.room).then_some(word)
+    fn room_for_one(&self) -> Option<u32> {
+        (self.word < self.room_word).then_some(self.word)
+    }
+
+    /// The slot a push onto a stack whose word is `word` fills, with room
+    /// ([`room_for_one`](Self::room_for_one)).
+    #[inline(always)]
+    fn slot_for_push(&mut self, word: u32) -> *mut CachedRegion {
+        let len = word >> LEN_SHIFT;
+        assert!(word < self.room_word, "push on a full stack");
+        // SAFETY: `len < room == slots.len()` (checked above; the check folds into the caller's).
+        unsafe { self.slots.as_mut_ptr().add(len as usize) }
     }
 
     /// Adds a region on top of a stack whose word is `word`, with room
     /// ([`room_for_one`](Self::room_for_one)).
     #[inline(always)]
-    fn push_unchecked(&mut self, word: u64, region: CachedRegion) {
-        let len = word as u32;
-        assert!(len < self.room, "push_unchecked on a full stack");
-        // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
-        unsafe { *self.slots.get_unchecked_mut(len as usize) = region };
-        self.set_len_and_hits(word + 1);
+    fn push_unchecked(&mut self, word: u32, region: CachedRegion) {
+        let slot = self.slot_for_push(word);
+        // SAFETY: a slot of this stack's storage (`slot_for_push`).
+        unsafe { slot.write(region) };
+        self.set_word(word + (1 << LEN_SHIFT));
     }
 
     /// Adds as many of `items` on top as there is room for, made into
@@ -1218,13 +1290,12 @@ impl Stack {
     /// parking a batch from another thread a chain of store-to-load waits.
     #[inline]
     fn extend<T>(&mut self, items: &[T], region: impl Fn(&T) -> CachedRegion) -> usize {
-        let word = self.len_and_hits();
-        let len = word as u32 as usize;
-        let added = items.len().min(self.room as usize - len);
+        let len = self.len() as usize;
+        let added = items.len().min(self.slots.len() - len);
         for (slot, item) in self.slots[len..len + added].iter_mut().zip(items) {
             *slot = region(item);
         }
-        self.set_len_and_hits(word + added as u64);
+        self.set_word(self.word + ((added as u32) << LEN_SHIFT));
         added
     }
 
@@ -1233,19 +1304,15 @@ impl Stack {
     /// the pop that takes the region back reads without a stall (see
     /// [`Allocation`]'s layout).
     #[inline(always)]
-    fn push_image(&mut self, word: u64, allocation: &Allocation) {
-        let len = word as u32;
-        assert!(len < self.room, "push_image on a full stack");
+    fn push_image(&mut self, word: u32, allocation: &Allocation) {
+        let slot = self.slot_for_push(word);
         // The slot's type has the allocation's fields in the same order
         // (checked at compile time at `CacheHit`), so the copy is the
         // region as `push_unchecked` would keep it.
         // The two do not overlap: the allocation lives in a buffer, the slot in the stack.
-        // SAFETY: `len < room == slots.len()`, checked above (the check folds into the caller's).
-        unsafe {
-            let slot = self.slots.as_mut_ptr().add(len as usize);
-            std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1);
-        }
-        self.set_len_and_hits(word + 1);
+        // SAFETY: a slot of this stack's storage (`slot_for_push`).
+        unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1) };
+        self.set_word(word + (1 << LEN_SHIFT));
     }
 
     /// The stack's storage is not made yet (or the class is not cached).
@@ -1256,7 +1323,7 @@ impl Stack {
             return false;
         }
         self.slots = vec![region; self.capacity as usize].into_boxed_slice();
-        self.room = self.capacity;
+        self.room_word = self.capacity << LEN_SHIFT;
         self.push(region)
     }
 }
@@ -1377,9 +1444,10 @@ pub(crate) struct ThreadCache {
     /// `period - 1`, where every `period`-th lookup of a class goes to the
     /// slow path, which counts the `period` lookups at once for the trim and
     /// the leak detector's sampling ([`count_slow`](Self::count_slow)): the
-    /// hit path then tests the class's hit count (in the word it updates
-    /// anyway) instead of decrementing a counter of its own.
-    event_mask: u64,
+    /// hits the hit path serves in between. It counts them down in the word
+    /// it updates anyway, and the test of the word for an empty stack
+    /// tests for the slow path's turn too ([`POP_GUARD`]).
+    reload: u32,
     /// Lookups counted since the last trim: a class's lookups are counted a
     /// period at a time, so up to `period - 1` per class in use are not yet.
     lookups: u32,
@@ -1404,10 +1472,13 @@ pub(crate) struct ThreadCache {
 }
 
 /// What an allocation on the slow path counts as ([`ThreadCache::count_slow`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Counted {
-    /// Served from a stack, whose hit count is now this.
-    Hit(u32),
+    /// Served from a stack on the slow path's turn: the class's hits of a
+    /// whole period are counted now.
+    Turn,
+    /// Served from a stack otherwise: counted at the class's next turn.
+    Hit,
     /// A lookup of a cached class the stack could not serve.
     Miss,
     /// Not a lookup: a class or a kind this cache does not keep.
@@ -1415,7 +1486,7 @@ enum Counted {
 }
 
 /// Every how many hits of a class the slow path counts them (a power of
-/// two): the leak detector's mean sampling gap ([`leak::SAMPLING_INTERVAL`],
+/// two, at most `MAX_LEFT + 1`): the leak detector's mean sampling gap ([`leak::SAMPLING_INTERVAL`],
 /// so that no period holds more than one sample on average), or fewer when
 /// the trim interval is not a multiple of it, so that a thread using one
 /// class trims at the interval; 1 when the leak detector tracks every
@@ -1454,6 +1525,7 @@ impl ThreadCache {
             .map(|idx| if caching { stack_capacity(config, &classes, idx) } else { 0 })
             .collect();
         let tally = Arc::new(CacheTally::new(classes.num_classes()));
+        let reload = (event_period(config) - 1) as u32;
         let kind_cache = |kind| {
             let arena = pool.bind_least_used(kind);
             // A stack for every class (capacity 0 where nothing is cached), so
@@ -1462,7 +1534,7 @@ impl ThreadCache {
                 .map(|idx| {
                     let capacity = if arena.is_some() { capacities[idx] as usize } else { 0 };
                     // SAFETY: the cache keeps `tally` until it is dropped, after its stacks (`ThreadCache::tally`).
-                    unsafe { Stack::new(kind, idx, capacity, classes.size_of(idx), &tally) }
+                    unsafe { Stack::new(kind, idx, capacity, classes.size_of(idx), reload, &tally) }
                 })
                 .collect();
             KindCache { arena: arena.map(NonNull::from), stacks: Stacks::new(stacks) }
@@ -1487,7 +1559,7 @@ impl ThreadCache {
         let mut cache = ThreadCache {
             leak_level: config.leak_detection,
             leak_left: 0,
-            event_mask: event_period(config) - 1,
+            reload,
             last_hit: kinds[0].stacks.at(0),
             tally,
             shared,
@@ -1533,19 +1605,15 @@ impl ThreadCache {
     }
 
     /// Counts an allocation the slow path served, and returns whether the
-    /// leak detector tracks it. A hit counts on its stack's hit count, and
-    /// every `period`-th one brings the `period` hits of that class to the
-    /// trim's count and the leak detector's; a miss of a cached class counts
-    /// for both at once, anything else for the leak detector alone. Runs a
-    /// trim that comes due.
+    /// leak detector tracks it. A hit is counted down in its stack's word,
+    /// and every `period`-th one (the class's turn) brings the `period` hits
+    /// of that class to the trim's count and the leak detector's; a miss of
+    /// a cached class counts for both at once, anything else for the leak
+    /// detector alone. Runs a trim that comes due.
     fn count_slow(&mut self, counted: Counted) -> bool {
         let allocations = match counted {
-            Counted::Hit(hits) => {
-                if u64::from(hits) & self.event_mask != 0 {
-                    return false;
-                }
-                self.event_mask as u32 + 1
-            }
+            Counted::Turn => self.reload + 1,
+            Counted::Hit => return false,
             Counted::Miss => 1,
             Counted::Other => 0,
         };
@@ -1605,12 +1673,12 @@ impl ThreadCache {
     #[inline(always)]
     fn take_slot(&mut self, kind: MemoryKind, size: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
         let idx = self.classes.index_of(size)?;
-        let event_mask = self.event_mask;
-        // Every period-th lookup of a class is the slow path's to count.
-        if u64::from(self.kinds[kind.index()].stack(idx).hits().wrapping_add(1)) & event_mask == 0 {
-            return None;
-        }
-        self.pop_counted(kind, idx)
+        let mut at = self.kinds[kind.index()].stacks.at(idx);
+        // SAFETY: `at` points to a live stack, and `&mut self` borrows them all.
+        let stack = unsafe { at.as_mut() };
+        // None also on the slow path's turn, which counts the class's hits.
+        let slot = stack.pop_slot()?;
+        Some((slot, self.took(kind, idx, at, slot)))
     }
 
     /// Any allocation through this cache, with whether the leak detector
@@ -1628,67 +1696,58 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn allocate_counted(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
-        let idx = self.classes.index_of(size);
-        let hits = |cache: &mut ThreadCache, idx: usize| cache.kinds[kind.index()].stack(idx).hits();
-        let hits_before = idx.map(|idx| hits(self, idx));
-        let hit = idx.and_then(|idx| self.take(kind, idx));
-        let (allocation, lookup) = match hit {
-            Some(allocation) => (allocation, true),
+        let taken = self.classes.index_of(size).and_then(|idx| self.take(kind, idx));
+        let (allocation, counted) = match taken {
+            Some(taken) => taken,
             None => self.allocate_slow(kind, size)?,
-        };
-        let counted = match idx.filter(|_| lookup).map(|idx| hits(self, idx)) {
-            // Served from the stack when its hit count moved (also after a drain).
-            Some(hits) if Some(hits) != hits_before => Counted::Hit(hits),
-            Some(_) => Counted::Miss,
-            None => Counted::Other,
         };
         Ok((allocation, self.count_slow(counted)))
     }
 
     /// Every other allocation: misses, huge blocks, kinds without arenas;
-    /// with whether it was a lookup of a cached class (for the trim count).
-    fn allocate_slow(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, bool), AllocError> {
+    /// with what it counts as.
+    fn allocate_slow(&mut self, kind: MemoryKind, size: usize) -> Result<(Allocation, Counted), AllocError> {
         let k = kind.index();
         let Some(arena) = self.kinds[k].arena() else {
-            return Ok((Pool::allocate_unpooled(&self.shared().pool, kind, size)?, false));
+            return Ok((Pool::allocate_unpooled(&self.shared().pool, kind, size)?, Counted::Other));
         };
         let Some(idx) = self.classes.index_of(size) else {
             let memory = self.shared().pool.within_limit(|| arena.allocate_huge(size))?;
             let detached = Detached::Huge { arena: NonNull::from(arena), memory, owner: HugeOwner::Cache(self.shared) };
             self.count_new_buffer();
-            return Ok((Allocation::from_huge(kind, detached), false));
+            return Ok((Allocation::from_huge(kind, detached), Counted::Other));
         };
         let lookup = self.kinds[k].stack(idx).capacity > 0;
         if lookup && self.drain_remote(k, idx) > 0 {
-            if let Some(allocation) = self.take(kind, idx) {
-                return Ok((allocation, true));
+            if let Some(taken) = self.take(kind, idx) {
+                return Ok(taken);
             }
         }
         let arena = self.kinds[k].arena().expect("checked above");
         let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
         self.count_new_buffer();
         let cached = CachedRegion::of(kind, region.ptr, region.chunk, region.size_idx, self.shared);
-        Ok((Allocation::from_region(cached), lookup))
+        Ok((Allocation::from_region(cached), if lookup { Counted::Miss } else { Counted::Other }))
     }
 
-    /// Takes the newest cached region of class `idx` of `kind` for a buffer.
-    #[inline(always)]
-    fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<Allocation> {
-        let (slot, _) = self.pop_counted(kind, idx)?;
-        // SAFETY: just popped for this allocation; nothing pushes in between.
-        Some(unsafe { Allocation::from_slot(slot) })
-    }
-
-    /// Pops the newest region of class `idx` of `kind` for a buffer, counting
-    /// the hit; gives its slot (valid until the stack's next push) and the
-    /// class's fresh marks.
-    #[inline(always)]
-    fn pop_counted(&mut self, kind: MemoryKind, idx: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
+    /// The slow path's take: the newest cached region of class `idx` of
+    /// `kind` for a buffer, counted as a hit or the class's turn.
+    fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(Allocation, Counted)> {
         let mut at = self.kinds[kind.index()].stacks.at(idx);
         // SAFETY: `at` points to a live stack, and `&mut self` borrows them all.
         let stack = unsafe { at.as_mut() };
-        let slot = stack.pop_slot()?;
-        let marks = stack.fresh;
+        let (slot, turn) = stack.pop_slot_counting(self.reload)?;
+        self.took(kind, idx, at, slot);
+        // SAFETY: just popped for this allocation; nothing pushes in between.
+        Some((unsafe { Allocation::from_slot(slot) }, if turn { Counted::Turn } else { Counted::Hit }))
+    }
+
+    /// Notes a region just popped from the stack of class `idx` of `kind`
+    /// (at `at`) for a buffer, and gives the class's fresh marks.
+    #[inline(always)]
+    fn took(&mut self, kind: MemoryKind, idx: usize, at: NonNull<Stack>, slot: NonNull<CachedRegion>) -> Marks {
+        // SAFETY: `at` points to a live stack, and `&mut self` borrows them all.
+        let marks = unsafe { at.as_ref() }.fresh;
         self.last_hit = at;
         #[cfg(debug_assertions)]
         {
@@ -1698,7 +1757,9 @@ impl ThreadCache {
             assert_eq!(region.owner, self.shared.cast());
             self.local_out_check += 1;
         }
-        Some((slot, marks))
+        #[cfg(not(debug_assertions))]
+        let _ = (kind, idx, slot);
+        marks
     }
 
     /// The owner thread's release into the stack of the last hit, when it is
@@ -2323,5 +2384,114 @@ mod tests {
         assert_eq!(alloc.metric().used_direct_memory(), (chunk * 2) as u64);
         thread::spawn(move || drop(huge)).join().unwrap();
         assert_eq!(alloc.metric().used_direct_memory(), 0);
+    }
+}
+
+/// The stack's word (length, hits left until the slow path's turn, the hit
+/// count built from them) against a plain model.
+#[cfg(all(test, not(loom)))]
+mod stack_word_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push,
+        /// The hit path's pop.
+        Pop,
+        /// The slow path's pop.
+        PopCounting,
+        ClearHits,
+        /// Frees the `n` oldest regions, as a trim does.
+        Drain(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Push),
+            3 => Just(Op::Pop),
+            1 => Just(Op::PopCounting),
+            1 => Just(Op::ClearHits),
+            1 => (0..4usize).prop_map(Op::Drain),
+        ]
+    }
+
+    /// What the stack should say: plain counts.
+    #[derive(Debug)]
+    struct Model {
+        regions: Vec<usize>,
+        left: u32,
+        hits: u32,
+    }
+
+    proptest! {
+        #![proptest_config(crate::test_config::proptest(256))]
+
+        #[test]
+        fn the_word_matches_a_model(
+            period_log in 0..=7u32,
+            capacity in 1..8usize,
+            ops in proptest::collection::vec(op(), 1..if crate::test_config::SMALL { 24 } else { 200 }),
+        ) {
+            let reload = (1u32 << period_log) - 1;
+            let tally = CacheTally::new(1);
+            // SAFETY: `tally` outlives `stack` (declared first, dropped last).
+            let mut stack = unsafe { Stack::new(MemoryKind::Heap, 0, capacity, 64, reload, &tally) };
+            let region = |n: usize| CachedRegion {
+                ptr: NonNull::new(std::ptr::without_provenance_mut((n + 1) * 64)).expect("not null"),
+                owner: NonNull::dangling(),
+                meta: CachedRegion::meta_for(MemoryKind::Heap, 0, 0),
+            };
+            let mut model = Model { regions: Vec::new(), left: reload, hits: 0 };
+            for (n, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Push => {
+                        let pushed = stack.push(region(n));
+                        prop_assert_eq!(pushed, model.regions.len() < capacity);
+                        if pushed {
+                            model.regions.push(n);
+                        }
+                    }
+                    Op::Pop => {
+                        let popped = stack.pop_slot();
+                        let expected = (model.left > 0).then(|| model.regions.pop()).flatten();
+                        // SAFETY: a popped slot keeps its region until the next push.
+                        prop_assert_eq!(popped.map(|slot| unsafe { slot.as_ref() }.ptr), expected.map(|n| region(n).ptr));
+                        if expected.is_some() {
+                            model.left -= 1;
+                            model.hits += 1;
+                        }
+                    }
+                    Op::PopCounting => {
+                        let popped = stack.pop_slot_counting(reload);
+                        let expected = model.regions.pop();
+                        // SAFETY: as above.
+                        let got = popped.map(|(slot, turn)| (unsafe { slot.as_ref() }.ptr, turn));
+                        prop_assert_eq!(got, expected.map(|n| (region(n).ptr, model.left == 0)));
+                        if expected.is_some() {
+                            model.left = if model.left == 0 { reload } else { model.left - 1 };
+                            model.hits += 1;
+                        }
+                    }
+                    Op::ClearHits => {
+                        stack.clear_hits();
+                        model.hits = 0;
+                    }
+                    Op::Drain(count) => {
+                        let mut freed = Vec::new();
+                        let drained = stack.drain_oldest(count, |r| freed.push(r.ptr));
+                        let count = count.min(model.regions.len());
+                        let oldest: Vec<_> = model.regions.drain(..count).map(|n| region(n).ptr).collect();
+                        prop_assert_eq!(drained, count);
+                        prop_assert_eq!(freed, oldest);
+                    }
+                }
+                prop_assert_eq!(stack.len() as usize, model.regions.len());
+                prop_assert_eq!(stack.hits(), model.hits);
+                let published = tally.stack_word(MemoryKind::Heap, 0).load(Ordering::Relaxed);
+                prop_assert_eq!(stack_len(published) as usize, model.regions.len());
+            }
+        }
     }
 }
