@@ -748,6 +748,14 @@ impl Allocation {
         // (and so the detector) alive.
         if let Some(tracker) = self.take_leak_tracker() {
             self.leak_detector().untrack(tracker);
+            if self.tag() & SOURCE_MASK == SOURCE_CACHE {
+                // Untracked now, the region takes the common way back (on
+                // the owner thread, into its stack in line) instead of the
+                // slow path's lookup of the owner's cache: a sampled
+                // buffer's release cost about 170 instructions more.
+                // SAFETY: cached and untracked (checked above); released once, here.
+                return unsafe { self.release_cached_untracked() };
+            }
         }
         self.release_slow();
     }
@@ -2183,6 +2191,31 @@ mod tests {
         let bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
         let addrs = bufs.iter().map(ByteBuf::memory_address).collect();
         (alloc, bufs, addrs)
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "paranoid tracking takes backtraces, which read the working directory")]
+    fn a_tracked_buffer_released_on_its_thread_goes_back_to_its_stack_untracked() {
+        let alloc = PooledAllocator::builder()
+            .heap_arenas(1)
+            .max_order(crate::test_config::MAX_ORDER)
+            .leak_detection(crate::LeakLevel::Paranoid)
+            .build()
+            .unwrap();
+        let bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
+        let addrs: Vec<usize> = bufs.iter().map(ByteBuf::memory_address).collect();
+        assert_eq!(alloc.leak_report().len(), 3);
+        drop(bufs);
+        assert!(alloc.leak_report().is_empty());
+        // Parked, newest on top, and none went to the arena.
+        let again: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
+        let again_addrs: Vec<usize> = again.iter().map(ByteBuf::memory_address).collect();
+        assert_eq!(again_addrs, [addrs[2], addrs[1], addrs[0]]);
+        assert_eq!(alloc.metric().heap_arenas()[0].num_small_deallocations(), 0);
+        drop(again);
+        // The debug build checks the cache's count of buffers out at the trim.
+        alloc.trim();
+        assert_eq!(active(&alloc), 0);
     }
 
     #[test]
