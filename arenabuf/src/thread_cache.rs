@@ -79,43 +79,12 @@ const REMOTE_QUEUE_BYTES: u64 = 4 << 20;
 /// With a time-based trim, the clock is checked every this many lookups.
 const CLOCK_CHECK_EVERY: u32 = 256;
 
-/// A region on its way back to a cache from another thread.
-#[derive(Debug, Clone, Copy)]
-struct RemoteRegion {
-    arena: NonNull<Arena>,
-    ptr: NonNull<u8>,
-    chunk: u32,
-    size_idx: u32,
-}
-
-// SAFETY: a RemoteRegion names a region and its arena; the arena is `Sync`
-// and outlives the region (the pool is held by the queue's CacheShared).
-unsafe impl Send for RemoteRegion {}
-
-impl RemoteRegion {
-    /// Gives the region back to its arena.
-    ///
-    /// # Safety
-    ///
-    /// The arena must be alive: its pool is held by a live `CacheShared` or
-    /// buffer that this region belongs to.
-    unsafe fn free_to_arena(self) {
-        // SAFETY: by this function's contract.
-        let arena = unsafe { self.arena.as_ref() };
-        arena.free_at(self.chunk, self.ptr, self.size_idx as usize);
-    }
-
-    /// The region's memory kind and class size, for the cache's tally.
-    ///
-    /// # Safety
-    ///
-    /// As for [`free_to_arena`](Self::free_to_arena): the arena is alive.
-    unsafe fn kind_and_size(&self) -> (MemoryKind, u64) {
-        // SAFETY: by this function's contract.
-        let arena = unsafe { self.arena.as_ref() };
-        (arena.kind(), arena.size_classes().size_of(self.size_idx as usize) as u64)
-    }
-}
+/// A region on its way back to a cache from another thread: the image a
+/// cached, untracked buffer of it carries, which is also what its stack
+/// keeps, so that the owner parks a batch with plain copies (rebuilding each
+/// region's entry from its arena, chunk and class cost the owner about 10
+/// instructions per region, on `xthread`'s producer side, which bounds it).
+type RemoteRegion = CachedRegion;
 
 /// Regions on their way back to one cache, sent together, with their bytes
 /// of each kind (by [`MemoryKind::index`]) for the cache's tally.
@@ -126,15 +95,9 @@ struct RemoteBatch {
 }
 
 impl RemoteBatch {
-    /// A batch of one region.
-    ///
-    /// # Safety
-    ///
-    /// The region's arena is alive (its buffer is being released).
-    unsafe fn of(region: RemoteRegion) -> RemoteBatch {
+    /// A batch of one region of `kind` and `size` bytes.
+    fn of(region: RemoteRegion, kind: MemoryKind, size: u64) -> RemoteBatch {
         let mut batch = RemoteBatch::default();
-        // SAFETY: by this function's contract.
-        let (kind, size) = unsafe { region.kind_and_size() };
         batch.push(region, kind, size);
         batch
     }
@@ -150,15 +113,11 @@ impl RemoteBatch {
         self.bytes.iter().sum()
     }
 
-    /// Gives every region back to its arena.
-    ///
-    /// # Safety
-    ///
-    /// The regions' pool is alive.
-    unsafe fn free_to_arenas(self) {
+    /// Gives every region back to its arena, `shared`'s of its kind (the
+    /// regions are `shared`'s cache's).
+    fn free_to_arenas(self, shared: &CacheShared) {
         for region in self.regions {
-            // SAFETY: by this function's contract.
-            unsafe { region.free_to_arena() };
+            region.free_to_arena(shared);
         }
     }
 }
@@ -218,9 +177,19 @@ impl CacheShared {
         // SAFETY: by this function's contract we are the last user.
         let shared = unsafe { Box::from_raw(this.as_ptr()) };
         while let Some(batch) = shared.remote.pop() {
-            // SAFETY: `shared.pool` keeps every arena of the pool alive.
-            unsafe { batch.free_to_arenas() };
+            batch.free_to_arenas(&shared);
         }
+    }
+
+    /// The arena this cache takes `kind` regions from.
+    ///
+    /// # Panics
+    ///
+    /// When the pool has no arenas of `kind` (then no region of it is cached).
+    fn arena(&self, kind: MemoryKind) -> &Arena {
+        let arena = self.arenas[kind.index()].expect("a cached region's kind has an arena");
+        // SAFETY: the arenas belong to `self.pool`, alive as long as `self`.
+        unsafe { arena.as_ref() }
     }
 
     /// The bytes a released region of class `idx` counts while on its way
@@ -261,8 +230,7 @@ impl CacheShared {
     /// Gives every queued region back to its arena.
     fn free_queued(&self) {
         while let Some(batch) = self.pop_remote() {
-            // SAFETY: queued regions belong to this cache's pool, which the shared part keeps alive.
-            unsafe { batch.free_to_arenas() };
+            batch.free_to_arenas(self);
         }
     }
 }
@@ -408,6 +376,15 @@ impl Meta {
     }
 
     #[inline(always)]
+    fn kind(self) -> MemoryKind {
+        if self.tag() & DIRECT != 0 {
+            MemoryKind::Direct
+        } else {
+            MemoryKind::Heap
+        }
+    }
+
+    #[inline(always)]
     fn with_tag(self, tag: u8) -> Meta {
         debug_assert!(tag & NOT_AN_ALLOCATION == 0);
         Meta::new(self.chunk(), self.size_idx(), tag)
@@ -505,11 +482,7 @@ impl Allocation {
     /// Heap or direct.
     #[inline(always)]
     pub(crate) fn kind(&self) -> MemoryKind {
-        if self.is_direct() {
-            MemoryKind::Direct
-        } else {
-            MemoryKind::Heap
-        }
+        self.meta.kind()
     }
 
     fn shared(&self) -> &CacheShared {
@@ -732,7 +705,7 @@ impl Allocation {
         // SAFETY: counted, so the shared part is alive.
         let shared = unsafe { shared_ptr.as_ref() };
         let Some(size) = shared.queued_size(self.meta.size_idx().into()) else { return false };
-        let (region, kind) = (self.remote_region(shared), self.kind());
+        let (region, kind) = (self.image(), self.kind());
         let added = thread_local::with_outbox(|outbox| {
             // SAFETY: counted (above); the outbox ends the count when it sends.
             unsafe { outbox.add_for_current_owner(shared_ptr, region, kind, size) }
@@ -764,19 +737,17 @@ impl Allocation {
         if self.tag() & SOURCE_MASK != SOURCE_CACHE {
             return self.drop_detached();
         }
-        let shared_ptr = self.owner.cast::<CacheShared>();
-        // SAFETY: this allocation is counted in the shared part's outstanding buffers, so it is alive.
-        let shared = unsafe { shared_ptr.as_ref() };
-        let region = self.remote_region(shared);
+        // This allocation is counted in the shared part's outstanding buffers, so it is alive.
         // SAFETY: counted (above); this call ends the count.
-        unsafe { release_to_owner(shared_ptr, Some(region)) }
+        unsafe { release_to_owner(self.owner.cast(), Some(self.image())) }
     }
 
-    /// The region of a cached allocation, on its way back to `shared`'s cache.
+    /// The region of a cached, untracked allocation as its cache keeps it
+    /// (the same fields, in the same order).
     #[inline(always)]
-    fn remote_region(&self, shared: &CacheShared) -> RemoteRegion {
-        let arena = shared.arenas[self.kind().index()].expect("a pooled region has an arena");
-        RemoteRegion { arena, ptr: self.ptr, chunk: self.meta.chunk(), size_idx: self.meta.size_idx().into() }
+    fn image(&self) -> CachedRegion {
+        debug_assert_eq!(self.tag() & (SOURCE_MASK | TRACKED), SOURCE_CACHE);
+        CachedRegion { ptr: self.ptr, owner: self.owner, meta: self.meta }
     }
 }
 
@@ -907,24 +878,21 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
             return;
         }
     }
-    let batch = match region.map(|region| (region, shared.queued_size(region.size_idx as usize))) {
+    let batch = match region.map(|region| (region, shared.queued_size(region.meta.size_idx().into()))) {
         Some((region, Some(size))) => {
-            // SAFETY: the pool, and so the arena, is alive through `shared`.
-            let kind = unsafe { region.arena.as_ref() }.kind();
+            let kind = region.meta.kind();
             // SAFETY: counted, and the outbox ends the count when it sends.
             let posted = thread_local::with_outbox(|outbox| unsafe { outbox.add(shared_ptr, region, kind, size) });
             if posted.is_some() {
                 return;
             }
             // The thread's outbox is gone (it is exiting): a batch of one.
-            // SAFETY: the region's buffer is being released.
-            unsafe { RemoteBatch::of(region) }
+            RemoteBatch::of(region, kind, size)
         }
         Some((region, None)) => {
             // The owner does not keep the class, or has exited: straight to
             // the arena.
-            // SAFETY: the pool is alive through `shared`.
-            unsafe { region.free_to_arena() };
+            region.free_to_arena(shared);
             RemoteBatch::default()
         }
         None => RemoteBatch::default(),
@@ -949,8 +917,7 @@ unsafe fn send_batch(shared_ptr: NonNull<CacheShared>, batch: RemoteBatch, relea
     if !batch.regions.is_empty() {
         let refused = if shared.closed.load(Ordering::Acquire) { Err(batch) } else { shared.push_remote(batch) };
         if let Err(batch) = refused {
-            // SAFETY: the pool is alive through `shared`.
-            unsafe { batch.free_to_arenas() };
+            batch.free_to_arenas(shared);
         }
     }
     if released > 0 && shared.outstanding.fetch_sub(released, Ordering::Release) == released {
@@ -1059,7 +1026,20 @@ struct CachedRegion {
     meta: Meta,
 }
 
+// SAFETY: a cached region is addresses only: of pool memory, which its
+// owner cache's shared part keeps alive (through the pool), and of that
+// shared part, alive while any of its regions is out; another thread only
+// sends it back to that cache or frees it to that cache's arena.
+unsafe impl Send for CachedRegion {}
+
 impl CachedRegion {
+    /// Gives the region back to its arena: `shared`'s arena of its kind,
+    /// which is where the cache whose shared part `shared` is took it from.
+    fn free_to_arena(self, shared: &CacheShared) {
+        debug_assert_eq!(self.owner, NonNull::from(shared).cast());
+        shared.arena(self.meta.kind()).free_at(self.meta.chunk(), self.ptr, self.meta.size_idx().into());
+    }
+
     fn meta_for(kind: MemoryKind, chunk: u32, size_idx: usize) -> Meta {
         Meta::new(chunk, size_idx as u8, Allocation::tag_for(kind, SOURCE_CACHE))
     }
@@ -1292,17 +1272,15 @@ impl Stack {
         self.set_word(word + (1 << LEN_SHIFT));
     }
 
-    /// Adds as many of `items` on top as there is room for, made into
-    /// regions by `region`; returns how many. One store of the length for
-    /// them all: a store per region, each read back by the next, made
-    /// parking a batch from another thread a chain of store-to-load waits.
+    /// Adds as many of `regions` on top as there is room for; returns how
+    /// many. One store of the length for them all: a store per region, each
+    /// read back by the next, made parking a batch from another thread a
+    /// chain of store-to-load waits.
     #[inline]
-    fn extend<T>(&mut self, items: &[T], region: impl Fn(&T) -> CachedRegion) -> usize {
+    fn extend(&mut self, regions: &[CachedRegion]) -> usize {
         let len = self.len() as usize;
-        let added = items.len().min(self.slots.len() - len);
-        for (slot, item) in self.slots[len..len + added].iter_mut().zip(items) {
-            *slot = region(item);
-        }
+        let added = regions.len().min(self.slots.len() - len);
+        self.slots[len..len + added].copy_from_slice(&regions[..added]);
         self.set_word(self.word + ((added as u32) << LEN_SHIFT));
         added
     }
@@ -1847,43 +1825,40 @@ impl ThreadCache {
         count
     }
 
-    /// Parks a batch of released regions: each run of regions of one arena
-    /// and class goes into its stack in one go (one kind lookup), and what
-    /// the stack has no room for goes back to the arena.
+    /// Parks a batch of released regions: each run of regions of one class
+    /// and kind goes into its stack in one go, and what the stack has no
+    /// room for goes back to the arena.
     fn park_all(&mut self, regions: &[RemoteRegion]) {
+        // SAFETY: as in `shared()`; a separate borrow so that `keep_run` can take `&mut self`.
+        let shared = unsafe { self.shared.as_ref() };
         let mut rest = regions;
         while let Some(first) = rest.first() {
-            let same = |r: &&RemoteRegion| r.arena == first.arena && r.size_idx == first.size_idx;
-            let (run, next) = rest.split_at(rest.iter().take_while(same).count());
+            let key = first.meta.class_key();
+            let (run, next) = rest.split_at(rest.iter().take_while(|r| r.meta.class_key() == key).count());
             let kept = self.keep_run(run);
             for region in &run[kept..] {
-                // SAFETY: the region belongs to this cache's pool, alive through it.
-                unsafe { region.free_to_arena() };
+                region.free_to_arena(shared);
             }
             rest = next;
         }
     }
 
-    /// Keeps the first regions of `run` (regions of one arena and class,
-    /// not empty) that their stack has room for; returns how many.
+    /// Keeps the first regions of `run` (regions of this cache, of one
+    /// class and kind, not empty) that their stack has room for; returns how
+    /// many.
     fn keep_run(&mut self, run: &[RemoteRegion]) -> usize {
-        let first = &run[0];
-        let Some(kind) = self.kind_of(first.arena) else { return 0 };
-        let shared = self.shared;
-        let stack = self.kinds[kind.index()].stack(first.size_idx as usize);
+        let first = run[0];
+        debug_assert!(run
+            .iter()
+            .all(|r| r.owner == self.shared.cast() && r.meta.class_key() == first.meta.class_key()));
+        let stack = self.kinds[first.meta.kind().index()].stack(first.meta.size_idx().into());
         // The first push makes the stack's slots if they are not made yet.
-        if !stack.push(CachedRegion::of(kind, first.ptr, first.chunk, first.size_idx, shared)) {
+        if !stack.push(first) {
             return 0;
         }
-        let kept = 1 + stack
-            .extend(&run[1..], |remote| CachedRegion::of(kind, remote.ptr, remote.chunk, remote.size_idx, shared));
+        let kept = 1 + stack.extend(&run[1..]);
         self.out_or_parked += kept;
         kept
-    }
-
-    /// The kind whose stacks `arena` serves, if any.
-    fn kind_of(&self, arena: NonNull<Arena>) -> Option<MemoryKind> {
-        MemoryKind::ALL.into_iter().find(|&kind| self.kinds[kind.index()].arena == Some(arena))
     }
 
     /// Keeps a released region in its stack, or frees it when the stack is
