@@ -313,6 +313,11 @@ impl Drop for UserHandle {
 #[derive(Debug, Clone)]
 pub struct PooledAllocator {
     handle: Arc<UserHandle>,
+    /// The pool's id, which the hit path compares with the thread's current
+    /// cache's: kept here, it is one load from the handle instead of three
+    /// dependent ones through it (`hot-loop` 7.5 -> 7.0 ns per pair without
+    /// the comparison at all, a measurement).
+    pool_id: usize,
 }
 
 impl Default for PooledAllocator {
@@ -376,7 +381,8 @@ impl PooledAllocator {
         if idle_trim_millis > 0 {
             Pool::start_idle_trim(&pool, std::time::Duration::from_millis(idle_trim_millis));
         }
-        PooledAllocator { handle: Arc::new(UserHandle { pool }) }
+        let pool_id = pool.id();
+        PooledAllocator { handle: Arc::new(UserHandle { pool }), pool_id }
     }
 
     fn pool(&self) -> &Arc<Pool> {
@@ -428,7 +434,7 @@ impl PooledAllocator {
     #[inline(always)]
     #[track_caller]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
-        match thread_cache::cache_hit(self.pool(), kind, capacity) {
+        match thread_cache::cache_hit(&self.pool_id, kind, capacity) {
             Some(hit) => hit.into_buffer(capacity, DEFAULT_MAX_CAPACITY.max(capacity)),
             None => self.buffer_slow(kind, capacity),
         }
@@ -518,7 +524,7 @@ impl PooledAllocator {
         if capacity > max_capacity {
             return Err(AllocError::CapacityOverflow { requested: capacity, max_capacity });
         }
-        match thread_cache::cache_hit(self.pool(), kind, capacity) {
+        match thread_cache::cache_hit(&self.pool_id, kind, capacity) {
             Some(hit) => Ok(hit.into_buffer(capacity, max_capacity)),
             None => self.try_buffer_slow(kind, capacity, max_capacity),
         }

@@ -791,10 +791,12 @@ fn allocate_with(
 }
 
 /// The hit path of the plain methods: a region of `capacity`'s class popped
-/// from the calling thread's cache, or `None` for anything that needs more.
+/// from the calling thread's cache for the pool `pool_id` names, or `None`
+/// for anything that needs more. The hit borrows the id, as the allocator's
+/// handle holds it, for as long as it lives.
 #[inline(always)]
-pub(crate) fn cache_hit(pool: &Pool, kind: MemoryKind, capacity: usize) -> Option<CacheHit<'_>> {
-    let cache = thread_local::current_cache(pool.id())?;
+pub(crate) fn cache_hit(pool_id: &usize, kind: MemoryKind, capacity: usize) -> Option<CacheHit<'_>> {
+    let cache = thread_local::current_cache(*pool_id)?;
     // The reference lasts as long as the hit, which `PooledAllocator::buffer_of` turns into a buffer at once.
     // SAFETY: as in `allocate`.
     let cache = unsafe { &mut *cache };
