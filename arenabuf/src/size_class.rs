@@ -50,9 +50,8 @@ pub struct SizeClasses {
     num_small: usize,
     /// Page-class index -> pages in the class.
     page_class_pages: Box<[u32]>,
-    /// `(size - 1) >> LOG2_QUANTUM` -> class index, for sizes 1..=LOOKUP_MAX.
-    /// A fixed array, so the hot lookup needs no pointer and no bounds check.
-    small_lookup: [u8; LOOKUP_MAX >> LOG2_QUANTUM],
+    /// Size -> class index.
+    lookup: ClassLookup,
     /// Page count (0 ..= pages per chunk) -> smallest page class holding it.
     page_ceil: Box<[u8]>,
     /// Page count (1 ..= pages per chunk) -> largest page class it holds.
@@ -152,7 +151,7 @@ impl SizeClasses {
             sizes: sizes.into_boxed_slice(),
             num_small,
             page_class_pages: page_class_pages.into_boxed_slice(),
-            small_lookup,
+            lookup: ClassLookup { small_lookup, chunk_size },
             page_ceil: page_ceil.into_boxed_slice(),
             page_floor: page_floor.into_boxed_slice(),
         })
@@ -299,6 +298,31 @@ impl SizeClasses {
     #[must_use]
     #[inline]
     pub fn index_of(&self, size: usize) -> Option<usize> {
+        self.lookup.index_of(size)
+    }
+
+    /// The size-to-class lookup alone, to keep where the hit path reads it
+    /// without going through the table (a thread cache holds a copy).
+    pub(crate) fn lookup(&self) -> &ClassLookup {
+        &self.lookup
+    }
+}
+
+/// The part of [`SizeClasses`] that maps a request's size to its class: a
+/// few hundred bytes, copied into each thread cache so that the hit path
+/// reads it one pointer nearer.
+#[derive(Debug, Clone)]
+pub(crate) struct ClassLookup {
+    /// `(size - 1) >> LOG2_QUANTUM` -> class index, for sizes 1..=LOOKUP_MAX.
+    /// A fixed array, so the hot lookup needs no pointer and no bounds check.
+    small_lookup: [u8; LOOKUP_MAX >> LOG2_QUANTUM],
+    chunk_size: usize,
+}
+
+impl ClassLookup {
+    /// As [`SizeClasses::index_of`].
+    #[inline]
+    pub(crate) fn index_of(&self, size: usize) -> Option<usize> {
         if size <= LOOKUP_MAX {
             return Some(self.small_lookup[size.saturating_sub(1) >> LOG2_QUANTUM] as usize);
         }
@@ -313,7 +337,9 @@ impl SizeClasses {
         let within = ((size - 1) >> log2_delta) & ((1 << LOG2_GROUP) - 1);
         Some(group + within)
     }
+}
 
+impl SizeClasses {
     /// The size a request of `size` bytes is served with: its class size,
     /// or `size` itself when it is above the chunk size.
     ///
