@@ -7,8 +7,9 @@ ratio, the target, and whether it holds.
     scripts/check_targets.py bench.tsv
 
 With the references `floor-wide` and `mimalloc-wide` in the input (`bench
---impl` naming them next to the rest), the `window` and `xthread` lines
-also show their ratios: what `floor` and mimalloc reach when each buffer is
+--impl` naming them next to the rest), the `hot`, `window` and `xthread`
+lines also show their ratios (on a line that compares with `system`, their
+ratio to `system`): what `floor` and mimalloc reach when each buffer is
 carried in a handle as large as arenabuf's; with `floor-w32` and
 `mimalloc-w32`, what they reach with a 32-byte handle. A target `floor-wide`
 misses is marked ("misses it too") and counted apart: `floor` with that
@@ -56,13 +57,14 @@ def main():
     results = []
     missed_by = collections.defaultdict(set)  # label -> the references that miss it too
 
-    def check(label, value, limit, floor=None, row=None):
+    def check(label, value, limit, floor=None, row=None, against_system=False):
         """`floor`: the same ratio for the `floor` reference, when measured;
         above the limit it says that no allocator could meet the target.
-        `row`: the line's figures, for the wide references' ratios."""
+        `row`: the line's figures, for the wide references' ratios (to
+        `system` when `against_system`, else to the best baseline)."""
         wide = ""
         for impl in WIDE:
-            ratio = ratio_to_best(row or {}, impl)[0]
+            ratio = ratio_to_best(row or {}, impl)[1 if against_system else 0]
             if ratio is not None:
                 wide += f"  {impl} {ratio:.2f}"
                 if impl in ("floor-wide", "floor-w32") and ratio > limit:
@@ -77,10 +79,10 @@ def main():
         row = figures.get(("hot", size, 1, "ns/op"), {})
         best, system = ratio_to_best(row)
         floor_best, floor_system = ratio_to_best(row, "floor")
-        check(f"hot {size}: direct / best", best, 1.0, floor_best)
-        check(f"hot {size}: direct / system", system, 0.5, floor_system)
+        check(f"hot {size}: direct / best", best, 1.0, floor_best, row)
+        check(f"hot {size}: direct / system", system, 0.5, floor_system, row, against_system=True)
     row = figures.get(("hot", "1048576", 1, "ns/op"), {})
-    check("hot 1048576: direct / best", ratio_to_best(row)[0], 0.5, ratio_to_best(row, "floor")[0])
+    check("hot 1048576: direct / best", ratio_to_best(row)[0], 0.5, ratio_to_best(row, "floor")[0], row)
     for size, limit in (("4096", 0.7), ("16384", 0.7), ("65536", 0.7), ("1048576", 0.7), ("mixed", 0.7),
                         ("64", 1.0), ("256", 1.0), ("1024", 1.0)):
         row = figures.get(("window", size, 1, "ns/op"), {})
