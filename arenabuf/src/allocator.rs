@@ -315,8 +315,7 @@ pub struct PooledAllocator {
     handle: Arc<UserHandle>,
     /// The pool's id, which the hit path compares with the thread's current
     /// cache's: kept here, it is one load from the handle instead of three
-    /// dependent ones through it (`hot-loop` 7.5 -> 7.0 ns per pair without
-    /// the comparison at all, a measurement).
+    /// dependent ones through it (`hot-loop` 7.44 -> 7.26 ns per pair).
     pool_id: usize,
 }
 

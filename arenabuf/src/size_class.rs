@@ -306,40 +306,7 @@ impl SizeClasses {
     pub(crate) fn lookup(&self) -> &ClassLookup {
         &self.lookup
     }
-}
 
-/// The part of [`SizeClasses`] that maps a request's size to its class: a
-/// few hundred bytes, copied into each thread cache so that the hit path
-/// reads it one pointer nearer.
-#[derive(Debug, Clone)]
-pub(crate) struct ClassLookup {
-    /// `(size - 1) >> LOG2_QUANTUM` -> class index, for sizes 1..=LOOKUP_MAX.
-    /// A fixed array, so the hot lookup needs no pointer and no bounds check.
-    small_lookup: [u8; LOOKUP_MAX >> LOG2_QUANTUM],
-    chunk_size: usize,
-}
-
-impl ClassLookup {
-    /// As [`SizeClasses::index_of`].
-    #[inline]
-    pub(crate) fn index_of(&self, size: usize) -> Option<usize> {
-        if size <= LOOKUP_MAX {
-            return Some(self.small_lookup[size.saturating_sub(1) >> LOG2_QUANTUM] as usize);
-        }
-        if size > self.chunk_size {
-            return None;
-        }
-        // x = ceil(log2(size)); the class lies in the group ending at 2^x.
-        let x = usize::BITS - (size - 1).leading_zeros();
-        let shift = x - (LOG2_GROUP + LOG2_QUANTUM);
-        let log2_delta = x - LOG2_GROUP - 1;
-        let group = (shift as usize) << LOG2_GROUP;
-        let within = ((size - 1) >> log2_delta) & ((1 << LOG2_GROUP) - 1);
-        Some(group + within)
-    }
-}
-
-impl SizeClasses {
     /// The size a request of `size` bytes is served with: its class size,
     /// or `size` itself when it is above the chunk size.
     ///
@@ -429,6 +396,37 @@ impl SizeClasses {
     #[must_use]
     pub fn pages_of(&self, page_index: usize) -> usize {
         self.page_class_pages[page_index] as usize
+    }
+}
+
+/// The part of [`SizeClasses`] that maps a request's size to its class: a
+/// few hundred bytes, copied into each thread cache so that the hit path
+/// reads it one pointer nearer.
+#[derive(Debug, Clone)]
+pub(crate) struct ClassLookup {
+    /// `(size - 1) >> LOG2_QUANTUM` -> class index, for sizes 1..=LOOKUP_MAX.
+    /// A fixed array, so the hot lookup needs no pointer and no bounds check.
+    small_lookup: [u8; LOOKUP_MAX >> LOG2_QUANTUM],
+    chunk_size: usize,
+}
+
+impl ClassLookup {
+    /// As [`SizeClasses::index_of`].
+    #[inline]
+    pub(crate) fn index_of(&self, size: usize) -> Option<usize> {
+        if size <= LOOKUP_MAX {
+            return Some(self.small_lookup[size.saturating_sub(1) >> LOG2_QUANTUM] as usize);
+        }
+        if size > self.chunk_size {
+            return None;
+        }
+        // x = ceil(log2(size)); the class lies in the group ending at 2^x.
+        let x = usize::BITS - (size - 1).leading_zeros();
+        let shift = x - (LOG2_GROUP + LOG2_QUANTUM);
+        let log2_delta = x - LOG2_GROUP - 1;
+        let group = (shift as usize) << LOG2_GROUP;
+        let within = ((size - 1) >> log2_delta) & ((1 << LOG2_GROUP) - 1);
+        Some(group + within)
     }
 }
 

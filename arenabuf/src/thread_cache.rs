@@ -1463,7 +1463,7 @@ pub(crate) struct ThreadCache {
 }
 
 /// What an allocation on the slow path counts as ([`ThreadCache::count_slow`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 enum Counted {
     /// Served from a stack on the slow path's turn: the class's hits of a
     /// whole period are counted now.
@@ -1477,11 +1477,11 @@ enum Counted {
 }
 
 /// Every how many hits of a class the slow path counts them (a power of
-/// two, at most `MAX_LEFT + 1`): the leak detector's mean sampling gap ([`leak::SAMPLING_INTERVAL`],
-/// so that no period holds more than one sample on average), or fewer when
-/// the trim interval is not a multiple of it, so that a thread using one
-/// class trims at the interval; 1 when the leak detector tracks every
-/// allocation.
+/// two, at most `MAX_LEFT + 1`): the leak detector's mean sampling gap
+/// ([`leak::SAMPLING_INTERVAL`], so that no period holds more than one
+/// sample on average), or fewer when the trim interval is not a multiple
+/// of it, so that a thread using one class trims at the interval; 1 when
+/// the leak detector tracks every allocation.
 fn event_period(config: &Config) -> u64 {
     if config.leak_detection == LeakLevel::Paranoid {
         return 1;
