@@ -95,17 +95,17 @@ struct RemoteBatch {
 }
 
 impl RemoteBatch {
-    /// A batch of one region of `kind` and `size` bytes.
-    fn of(region: RemoteRegion, kind: MemoryKind, size: u64) -> RemoteBatch {
+    /// A batch of one region of `size` bytes.
+    fn of(region: RemoteRegion, size: u64) -> RemoteBatch {
         let mut batch = RemoteBatch::default();
-        batch.push(region, kind, size);
+        batch.push(region, size);
         batch
     }
 
-    /// Adds a region of `kind` and `size` bytes, counting its bytes.
+    /// Adds a region of `size` bytes, counting its bytes under its kind.
     #[inline]
-    fn push(&mut self, region: RemoteRegion, kind: MemoryKind, size: u64) {
-        self.bytes[kind.index()] += size;
+    fn push(&mut self, region: RemoteRegion, size: u64) {
+        self.bytes[region.meta.kind().index()] += size;
         self.regions.push(region);
     }
 
@@ -699,16 +699,15 @@ impl Allocation {
     /// path: false when it did nothing.
     #[inline(always)]
     fn release_foreign(&self) -> bool {
-        let shared_ptr = self.owner.cast::<CacheShared>();
         // A cached, untracked allocation (the caller checked) is counted in
         // its shared part's outstanding buffers.
         // SAFETY: counted, so the shared part is alive.
-        let shared = unsafe { shared_ptr.as_ref() };
+        let shared = unsafe { self.owner.cast::<CacheShared>().as_ref() };
         let Some(size) = shared.queued_size(self.meta.size_idx().into()) else { return false };
-        let (region, kind) = (self.image(), self.kind());
+        let region = self.image();
         let added = thread_local::with_outbox(|outbox| {
             // SAFETY: counted (above); the outbox ends the count when it sends.
-            unsafe { outbox.add_for_current_owner(shared_ptr, region, kind, size) }
+            unsafe { outbox.add_for_current_owner(region, size) }
         });
         added == Some(true)
     }
@@ -882,14 +881,13 @@ unsafe fn release_to_owner(shared_ptr: NonNull<CacheShared>, region: Option<Remo
     }
     let batch = match region.map(|region| (region, shared.queued_size(region.meta.size_idx().into()))) {
         Some((region, Some(size))) => {
-            let kind = region.meta.kind();
             // SAFETY: counted, and the outbox ends the count when it sends.
-            let posted = thread_local::with_outbox(|outbox| unsafe { outbox.add(shared_ptr, region, kind, size) });
+            let posted = thread_local::with_outbox(|outbox| unsafe { outbox.add(region, size) });
             if posted.is_some() {
                 return;
             }
             // The thread's outbox is gone (it is exiting): a batch of one.
-            RemoteBatch::of(region, kind, size)
+            RemoteBatch::of(region, size)
         }
         Some((region, None)) => {
             // The owner does not keep the class, or has exited: straight to
@@ -948,14 +946,15 @@ impl Outbox {
         Outbox { owner: None, batch: RemoteBatch { regions: Vec::new(), bytes: [0; 2] } }
     }
 
-    /// Adds a region of `kind` and `size` bytes released for the cache whose
-    /// shared part is `owner`.
+    /// Adds a region of `size` bytes released for its owner, the cache whose
+    /// shared part the region names.
     ///
     /// # Safety
     ///
-    /// The region's buffer is counted in `owner`'s outstanding buffers; the
-    /// outbox ends that count when it sends the region.
-    unsafe fn add(&mut self, owner: NonNull<CacheShared>, region: RemoteRegion, kind: MemoryKind, size: u64) {
+    /// The region's buffer is counted in its owner's outstanding buffers;
+    /// the outbox ends that count when it sends the region.
+    unsafe fn add(&mut self, region: RemoteRegion, size: u64) {
+        let owner = region.owner.cast();
         if self.owner != Some(owner) {
             self.send();
             self.owner = Some(owner);
@@ -963,40 +962,34 @@ impl Outbox {
             // for on every push.
             self.batch.regions.reserve_exact(OUTBOX_REGIONS);
         }
-        self.push(region, kind, size);
+        self.push(region, size);
     }
 
     /// Adds a region to the batch, and sends the batch when it is full.
     #[inline(always)]
-    fn push(&mut self, region: RemoteRegion, kind: MemoryKind, size: u64) {
-        self.batch.push(region, kind, size);
+    fn push(&mut self, region: RemoteRegion, size: u64) {
+        self.batch.push(region, size);
         if self.batch.regions.len() >= OUTBOX_REGIONS || self.batch.total_bytes() >= OUTBOX_BYTES {
             self.send();
         }
     }
 
-    /// [`add`](Self::add), when the outbox already gathers regions for
-    /// `owner`; false (nothing done) when it does not.
+    /// [`add`](Self::add), when the outbox already gathers regions for the
+    /// region's owner; false (nothing done) when it does not.
     ///
     /// # Safety
     ///
     /// As for [`add`](Self::add).
     #[inline(always)]
-    unsafe fn add_for_current_owner(
-        &mut self,
-        owner: NonNull<CacheShared>,
-        region: RemoteRegion,
-        kind: MemoryKind,
-        size: u64,
-    ) -> bool {
+    unsafe fn add_for_current_owner(&mut self, region: RemoteRegion, size: u64) -> bool {
         // A batch of this owner has its storage, and room (it is sent when
         // it fills up): the check costs a compare and spares the hot
         // release the code for growing the batch.
         let regions = &self.batch.regions;
-        if self.owner != Some(owner) || regions.len() == regions.capacity() {
+        if self.owner != Some(region.owner.cast()) || regions.len() == regions.capacity() {
             return false;
         }
-        self.push(region, kind, size);
+        self.push(region, size);
         true
     }
 
