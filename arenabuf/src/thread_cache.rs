@@ -1280,12 +1280,15 @@ impl Stack {
         added
     }
 
-    /// [`push_unchecked`](Self::push_unchecked) of a cached, untracked
-    /// allocation's region, as a copy of its bytes: a 16-byte and an 8-byte move, which
-    /// the pop that takes the region back reads without a stall (see
-    /// [`Allocation`]'s layout).
+    /// A released, cached, untracked allocation's region on top, when the
+    /// stack has room (false, nothing changed, when it has not): a copy of
+    /// the allocation's bytes, a 16-byte and an 8-byte move, which the pop
+    /// that takes the region back reads without a stall (see
+    /// [`Allocation`]'s layout). Room is checked before the allocation is
+    /// read, so that a full stack keeps nothing aside.
     #[inline(always)]
-    fn push_image(&mut self, word: u32, allocation: &Allocation) {
+    fn push_released(&mut self, allocation: &Allocation) -> bool {
+        let Some(word) = self.room_for_one() else { return false };
         let slot = self.slot_for_push(word);
         // The slot's type has the allocation's fields in the same order
         // (checked at compile time at `CacheHit`), so the copy is the
@@ -1294,6 +1297,7 @@ impl Stack {
         // SAFETY: a slot of this stack's storage (`slot_for_push`).
         unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1) };
         self.set_word(word + (1 << LEN_SHIFT));
+        true
     }
 
     /// The stack's storage is not made yet (or the class is not cached).
@@ -1641,9 +1645,10 @@ impl ThreadCache {
     }
 
     /// The hit path: a region of `size`'s class from the stack, or `None`,
-    /// also when the leak detector is to track this allocation: the slow
-    /// path ([`allocate`](Self::allocate)) then serves it, so that the hit
-    /// path has one outcome and builds its buffer in one place.
+    /// also on the class's turn of the slow path (which counts the class's
+    /// hits and samples for the leak detector): the slow path
+    /// ([`allocate_counted`](Self::allocate_counted)) then serves it, so that
+    /// the hit path has one outcome and builds its buffer in one place.
     #[inline(always)]
     fn allocate_cached(&mut self, kind: MemoryKind, size: usize) -> Option<Allocation> {
         let (slot, _) = self.take_slot(kind, size)?;
@@ -1770,9 +1775,10 @@ impl ThreadCache {
         if stack.class_key != allocation.meta.class_key() {
             return false;
         }
-        let Some(word) = stack.room_for_one() else { return false };
         // The key says untracked and from a cache: the meta is as kept.
-        stack.push_image(word, allocation);
+        if !stack.push_released(allocation) {
+            return false;
+        }
         self.count_release();
         true
     }
@@ -1784,11 +1790,11 @@ impl ThreadCache {
     fn release_to_class(&mut self, allocation: &Allocation) -> bool {
         let kind = allocation.kind();
         let stack = self.kinds[kind.index()].stack(allocation.meta.size_idx() as usize);
-        // Room is checked before the region is read, so that nothing is kept
-        // aside for the slow path (which also makes a stack's first slots).
-        let Some(word) = stack.room_for_one() else { return false };
-        // Untracked and from a cache (the caller checked): the meta is as kept.
-        stack.push_image(word, allocation);
+        // Untracked and from a cache (the caller checked): the meta is as
+        // kept. A stack without slots yet reads as full: the slow path makes them.
+        if !stack.push_released(allocation) {
+            return false;
+        }
         self.count_release();
         true
     }
