@@ -384,7 +384,7 @@ impl PooledAllocator {
         PooledAllocator { handle: Arc::new(UserHandle { pool }), pool_id }
     }
 
-    fn pool(&self) -> &Arc<Pool> {
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
         &self.handle.pool
     }
 
