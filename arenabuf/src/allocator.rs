@@ -9,7 +9,7 @@ use crate::cache_registry::CacheRegistry;
 use crate::config::{Builder, Config};
 use crate::error::AllocError;
 use crate::leak::{LeakDetector, LeakReport};
-use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
+use crate::memory::{Backing, MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{AllocatorMetric, ArenaMetric};
 use crate::size_class::SizeClasses;
 use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
@@ -80,8 +80,9 @@ impl Pool {
     fn new(config: Config) -> Pool {
         let classes = Arc::new(SizeClasses::new(config.page_size, config.max_order).expect("validated by the builder"));
         let direct_limit = Arc::new(MemoryLimit::new(config.max_direct_memory));
+        let chunk_backing = if config.huge_pages { Backing::HugePages } else { Backing::BasePages };
         let arenas = |kind, count, limit: Option<&Arc<MemoryLimit>>| -> Box<[Arena]> {
-            (0..count).map(|_| Arena::new(kind, classes.clone(), limit.cloned())).collect()
+            (0..count).map(|_| Arena::new(kind, classes.clone(), limit.cloned(), chunk_backing)).collect()
         };
         Pool {
             id: take_pool_id(),
@@ -156,7 +157,7 @@ impl Pool {
 
     #[cold]
     pub(crate) fn allocate_unpooled(this: &Arc<Pool>, kind: MemoryKind, size: usize) -> Result<Allocation, AllocError> {
-        let memory = RawMemory::allocate(kind, size.max(1), Some(&this.direct_limit))?;
+        let memory = RawMemory::allocate(kind, size.max(1), Some(&this.direct_limit), Backing::BasePages)?;
         this.unpooled_counter(kind).fetch_add(memory.len() as u64, Ordering::Relaxed);
         Ok(Allocation::unpooled(memory, this.clone()))
     }

@@ -16,7 +16,7 @@ use std::ptr::NonNull;
 use crate::chunk::{Chunk, Handle};
 use crate::chunk_list::{ChunkLists, BANDS, LIST_NAMES, NUM_LISTS};
 use crate::error::AllocError;
-use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
+use crate::memory::{Backing, MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{ArenaMetric, ChunkListMetric, ChunkMetric, SubpageMetric};
 use crate::size_class::SizeClasses;
 use crate::subpage::{shape_for, Freed, SubpagePools, SubpageRef, SubpageShape};
@@ -67,6 +67,10 @@ pub(crate) struct Arena {
     kind: MemoryKind,
     classes: Arc<SizeClasses>,
     limit: Option<Arc<MemoryLimit>>,
+    /// How new chunks' pages are backed (huge buffers take base pages: each
+    /// is mapped for one buffer, so a huge page's fault would be paid per
+    /// buffer, not once per chunk).
+    chunk_backing: Backing,
     /// Subpage run shape per small class.
     shapes: Box<[SubpageShape]>,
     state: Mutex<ArenaState>,
@@ -78,7 +82,12 @@ pub(crate) struct Arena {
 }
 
 impl Arena {
-    pub(crate) fn new(kind: MemoryKind, classes: Arc<SizeClasses>, limit: Option<Arc<MemoryLimit>>) -> Arena {
+    pub(crate) fn new(
+        kind: MemoryKind,
+        classes: Arc<SizeClasses>,
+        limit: Option<Arc<MemoryLimit>>,
+        chunk_backing: Backing,
+    ) -> Arena {
         let shapes = (0..classes.num_small_classes())
             .map(|idx| shape_for(classes.size_of(idx), classes.page_size(), classes.chunk_pages()))
             .collect();
@@ -91,6 +100,7 @@ impl Arena {
             kind,
             classes,
             limit,
+            chunk_backing,
             shapes,
             state: Mutex::new(state),
             huge_allocations: AtomicU64::new(0),
@@ -177,7 +187,7 @@ impl Arena {
         if let Some(got) = state.lists.allocate(request, &mut take) {
             return Ok(got);
         }
-        let mut chunk = Chunk::new(&self.classes, self.kind, self.limit.as_ref())?;
+        let mut chunk = Chunk::new(&self.classes, self.kind, self.limit.as_ref(), self.chunk_backing)?;
         let got = take(&mut chunk).expect("a new chunk serves any request up to the chunk size");
         state.counters.chunks_created += 1;
         Ok((state.lists.add(chunk), got))
@@ -254,7 +264,7 @@ impl Arena {
 
     /// Allocates a huge block of exactly `size` bytes, outside the lists.
     pub(crate) fn allocate_huge(&self, size: usize) -> Result<RawMemory, AllocError> {
-        let memory = RawMemory::allocate(self.kind, size, self.limit.as_ref())?;
+        let memory = RawMemory::allocate(self.kind, size, self.limit.as_ref(), Backing::BasePages)?;
         self.huge_allocations.fetch_add(1, Ordering::Relaxed);
         self.huge_active_bytes.fetch_add(size as u64, Ordering::Relaxed);
         Ok(memory)
@@ -394,7 +404,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn arena(kind: MemoryKind, limit: Option<Arc<MemoryLimit>>) -> Arena {
-        Arena::new(kind, Arc::new(crate::test_config::classes()), limit)
+        Arena::new(kind, Arc::new(crate::test_config::classes()), limit, Backing::BasePages)
     }
 
     #[test]

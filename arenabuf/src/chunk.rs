@@ -17,7 +17,7 @@
 use std::ptr::NonNull;
 
 use crate::error::AllocError;
-use crate::memory::{MemoryKind, MemoryLimit, RawMemory};
+use crate::memory::{Backing, MemoryKind, MemoryLimit, RawMemory};
 use crate::size_class::SizeClasses;
 use crate::subpage::{Freed, SubpageShape, SubpageTable};
 use crate::sync::Arc;
@@ -171,8 +171,9 @@ impl Chunk {
         classes: &SizeClasses,
         kind: MemoryKind,
         limit: Option<&Arc<MemoryLimit>>,
+        backing: Backing,
     ) -> Result<Chunk, AllocError> {
-        let memory = RawMemory::allocate(kind, classes.chunk_size(), limit)?;
+        let memory = RawMemory::allocate(kind, classes.chunk_size(), limit, backing)?;
         let pages = classes.chunk_pages();
         let mut chunk = Chunk {
             memory,
@@ -444,7 +445,7 @@ mod tests {
 
     fn chunk(order: u32) -> (SizeClasses, Chunk) {
         let classes = SizeClasses::new(8192, order.min(crate::test_config::MAX_ORDER)).unwrap();
-        let chunk = Chunk::new(&classes, MemoryKind::Heap, None).unwrap();
+        let chunk = Chunk::new(&classes, MemoryKind::Heap, None, Backing::BasePages).unwrap();
         (classes, chunk)
     }
 
@@ -548,7 +549,7 @@ mod tests {
     fn large_chunks_index_runs_through_the_summary_level() {
         // 4 KiB pages << 14: 16384 pages, 256 words per class.
         let classes = SizeClasses::new(4096, 14).unwrap();
-        let mut c = Chunk::new(&classes, MemoryKind::Direct, None).unwrap();
+        let mut c = Chunk::new(&classes, MemoryKind::Direct, None, Backing::BasePages).unwrap();
         let mut held: Vec<Handle> = (0..16384).map(|_| c.allocate_run(&classes, 1).unwrap()).collect();
         assert_eq!(c.allocate_run(&classes, 1), None);
         let last = held.pop().unwrap();

@@ -399,7 +399,7 @@ mod tests {
     }
 
     fn new_chunk(classes: &SizeClasses) -> Chunk {
-        Chunk::new(classes, MemoryKind::Heap, None).unwrap()
+        Chunk::new(classes, MemoryKind::Heap, None, crate::memory::Backing::BasePages).unwrap()
     }
 
     fn run(classes: &SizeClasses, lists: &mut ChunkLists, pages: u32) -> (u32, Handle) {

@@ -42,6 +42,7 @@ pub(crate) struct Config {
     pub(crate) cache_trim_interval: u32,
     pub(crate) cache_trim_interval_millis: u64,
     pub(crate) use_cache_for_all_threads: bool,
+    pub(crate) huge_pages: bool,
     pub(crate) max_direct_memory: usize,
     pub(crate) leak_detection: LeakLevel,
     pub(crate) idle_trim_millis: u64,
@@ -80,6 +81,7 @@ pub struct Builder {
     cache_trim_interval: Option<u32>,
     cache_trim_interval_millis: Option<u64>,
     use_cache_for_all_threads: Option<bool>,
+    huge_pages: Option<bool>,
     max_direct_memory: Option<usize>,
     leak_detection: Option<LeakLevel>,
     idle_trim_millis: Option<u64>,
@@ -101,6 +103,7 @@ impl fmt::Debug for Builder {
             .field("cache_trim_interval", &self.cache_trim_interval)
             .field("cache_trim_interval_millis", &self.cache_trim_interval_millis)
             .field("use_cache_for_all_threads", &self.use_cache_for_all_threads)
+            .field("huge_pages", &self.huge_pages)
             .field("max_direct_memory", &self.max_direct_memory)
             .field("leak_detection", &self.leak_detection)
             .field("idle_trim_millis", &self.idle_trim_millis)
@@ -136,6 +139,7 @@ impl Builder {
             cache_trim_interval: None,
             cache_trim_interval_millis: None,
             use_cache_for_all_threads: None,
+            huge_pages: None,
             max_direct_memory: None,
             leak_detection: None,
             idle_trim_millis: None,
@@ -313,6 +317,38 @@ impl Builder {
         use_cache_for_all_threads: bool
     );
     setter!(
+        /// Whether chunks ask the OS for transparent huge pages
+        /// (`ARENABUF_HUGE_PAGES`), default false. A chunk is then mapped
+        /// on a 2 MiB boundary and advised with `MADV_HUGEPAGE`, and the
+        /// kernel backs each 2 MiB of it that is touched with one page,
+        /// where transparent huge pages are `always` or `madvise` (Linux;
+        /// elsewhere, or with `never`, nothing changes).
+        ///
+        /// Worth it when buffers are used densely and the working set is
+        /// tens of MiB or more: with base pages most buffers then miss the
+        /// TLB. Measured in three interleaved runs (BENCHMARKS.md, session
+        /// 9), ns per buffer with base pages, then with huge ones: `window`
+        /// at 4 KiB (32 MiB live) 34 - 41 and 24 - 29, at 64 KiB 42 - 49 and
+        /// 30 - 41; `window-mt` at 4 KiB on two threads 15 - 32 and 11 - 13.
+        ///
+        /// Off by default because a huge page is resident as soon as any
+        /// byte of it is touched: buffers written sparsely (a 1 MiB buffer
+        /// holding a short message) make whole 2 MiB pages resident, 8 GiB
+        /// instead of 64 MiB in `window` at 1 MiB, which touches two pages
+        /// of each buffer. And with the kernel's THP `defrag` setting at
+        /// `madvise` (a common default) a fault may compact memory first.
+        /// Huge buffers (above the chunk size) always take base pages.
+        /// Allowed: true or false.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().huge_pages(true).build()?;
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        huge_pages: bool
+    );
+    setter!(
         /// The cap on direct memory, chunks and huge buffers together
         /// (`ARENABUF_MAX_DIRECT_MEMORY`), default the machine's (or the
         /// cgroup's) memory. A request past it fails with
@@ -434,6 +470,7 @@ impl Builder {
                 "ARENABUF_USE_CACHE_FOR_ALL_THREADS",
                 true,
             )?,
+            huge_pages: pick(self.huge_pages, env, "ARENABUF_HUGE_PAGES", false)?,
             max_direct_memory,
             leak_detection: pick(
                 self.leak_detection,
@@ -547,6 +584,7 @@ mod tests {
         assert_eq!((c.cache_trim_interval, c.cache_trim_interval_millis), (8192, 0));
         assert_eq!(c.idle_trim_millis, 0, "idle trim is off by default");
         assert!(c.use_cache_for_all_threads);
+        assert!(!c.huge_pages, "chunks take base pages by default");
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(c.heap_arenas, (2 * cores).min(crate::memory::system_memory() / (4 << 20) / 6));
         assert_eq!(c.direct_arenas, (2 * cores).min(c.max_direct_memory / (4 << 20) / 6));
@@ -569,13 +607,16 @@ mod tests {
                 "ARENABUF_NUM_DIRECT_ARENAS" => Some("3".into()),
                 "ARENABUF_SMALL_CACHE_SIZE" => Some("128".into()),
                 "ARENABUF_USE_CACHE_FOR_ALL_THREADS" => Some("false".into()),
+                "ARENABUF_HUGE_PAGES" => Some("true".into()),
                 _ => None,
             }
         }
         let c = Builder::new().with_env(env).resolve().unwrap();
         assert_eq!((c.direct_arenas, c.small_cache_size, c.use_cache_for_all_threads), (3, 128, false));
-        let c = Builder::new().with_env(env).direct_arenas(1).resolve().unwrap();
+        assert!(c.huge_pages);
+        let c = Builder::new().with_env(env).direct_arenas(1).huge_pages(false).resolve().unwrap();
         assert_eq!(c.direct_arenas, 1);
+        assert!(!c.huge_pages);
     }
 
     #[test]

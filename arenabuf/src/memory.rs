@@ -9,6 +9,9 @@
 //!   at 1 MiB) and keeping it resident after it is freed.
 //! * *Direct* memory comes from anonymous private `mmap`, page aligned and
 //!   zero-filled by the kernel, and is counted against a [`MemoryLimit`].
+//! * Mapped blocks can ask for transparent huge pages ([`Backing`]): chunks
+//!   do when the pool is built with `huge_pages(true)`, for working sets of
+//!   tens of MiB, which miss the TLB on most buffers with 4 KiB pages.
 //!
 //! A [`RawMemory`] owns one such block and gives it back exactly once, when it
 //! drops. Every byte of it is initialised from the start, so safe code may
@@ -27,6 +30,24 @@ const HEAP_ALIGN: usize = 4096;
 /// Heap blocks this large are mapped rather than taken from the global
 /// allocator (module docs).
 pub(crate) const MAP_MIN: usize = 1 << 20;
+
+/// The transparent huge page of x86-64, and of arm64 with 4 KiB pages.
+/// Elsewhere the advice still applies, at the OS's own size.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// How the OS backs a mapped block's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// Base pages, faulted in one at a time.
+    BasePages,
+    /// Transparent huge pages where the system offers them: a block of at
+    /// least [`HUGE_PAGE`] bytes starts on a huge-page boundary and is
+    /// advised with `MADV_HUGEPAGE`, so that the kernel backs each whole
+    /// huge page it touches with one (with THP `enabled` set to `always`
+    /// or `madvise`; `never` ignores the advice). Blocks from the global
+    /// allocator (heap blocks below [`MAP_MIN`]) take base pages.
+    HugePages,
+}
 
 /// Which kind of memory a block is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,12 +139,14 @@ unsafe impl Send for RawMemory {}
 unsafe impl Sync for RawMemory {}
 
 impl RawMemory {
-    /// Obtains `len` zeroed bytes of `kind` memory. Direct memory is first
-    /// reserved against `limit`; on any failure nothing stays reserved.
+    /// Obtains `len` zeroed bytes of `kind` memory, backed as `backing`
+    /// asks where the block is mapped. Direct memory is first reserved
+    /// against `limit`; on any failure nothing stays reserved.
     pub(crate) fn allocate(
         kind: MemoryKind,
         len: usize,
         limit: Option<&Arc<MemoryLimit>>,
+        backing: Backing,
     ) -> Result<RawMemory, AllocError> {
         assert!(len > 0, "RawMemory of zero bytes");
         let limit = match kind {
@@ -134,7 +157,12 @@ impl RawMemory {
             limit.reserve(len)?;
         }
         let mapped = kind == MemoryKind::Direct || len >= MAP_MIN;
-        let ptr = if mapped { map_anonymous(len) } else { heap_alloc(len) };
+        let huge = backing == Backing::HugePages && len >= HUGE_PAGE;
+        let ptr = match (mapped, huge) {
+            (true, true) => map_huge(len),
+            (true, false) => map_anonymous(len),
+            (false, _) => heap_alloc(len),
+        };
         match ptr {
             Some(ptr) => Ok(RawMemory { ptr, len, kind, mapped, limit }),
             None => {
@@ -214,10 +242,39 @@ fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
     NonNull::new(addr.cast())
 }
 
+/// A mapping of `len` bytes (at least [`HUGE_PAGE`]) that starts on a
+/// huge-page boundary, advised for huge pages. The kernel aligns large
+/// mappings itself only since Linux 6.7, so this maps a huge page more and
+/// unmaps what lies before the boundary and after the block.
+#[cfg(all(unix, not(miri)))]
+fn map_huge(len: usize) -> Option<NonNull<u8>> {
+    let span = len.checked_add(HUGE_PAGE)?;
+    let start = map_anonymous(span)?.as_ptr() as usize;
+    let head = start.next_multiple_of(HUGE_PAGE) - start;
+    let tail = span - head - len;
+    // SAFETY: both ranges are page-aligned parts of the mapping just made
+    // (`start` and `len` are page multiples, and so is `head`), outside the
+    // block kept, and nothing refers to them.
+    unsafe {
+        if head > 0 {
+            unmap(NonNull::new_unchecked(start as *mut u8), head);
+        }
+        if tail > 0 {
+            unmap(NonNull::new_unchecked((start + head + len) as *mut u8), tail);
+        }
+    }
+    let block = (start + head) as *mut libc::c_void;
+    // Advice only: where the kernel has no THP it fails, and the block keeps
+    // base pages.
+    // SAFETY: the range is a mapping of ours; the advice changes no contents.
+    let _ = unsafe { libc::madvise(block, len, libc::MADV_HUGEPAGE) };
+    NonNull::new(block.cast())
+}
+
 /// # Safety
 ///
-/// `ptr` and `len` must describe a mapping made by [`map_anonymous`] that is
-/// not used after this call.
+/// `ptr` and `len` must describe a mapping made by [`map_anonymous`] (or a
+/// page-aligned part of one) that is not used after this call.
 #[cfg(all(unix, not(miri)))]
 unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     // SAFETY: by this function's contract the range is a whole mapping of ours
@@ -231,6 +288,12 @@ unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
 #[cfg(any(not(unix), miri))]
 fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
     heap_alloc(len)
+}
+
+/// Without mmap there is no page advice: a plain block.
+#[cfg(any(not(unix), miri))]
+fn map_huge(len: usize) -> Option<NonNull<u8>> {
+    map_anonymous(len)
 }
 
 /// # Safety
@@ -296,7 +359,7 @@ mod tests {
     #[test]
     fn heap_and_direct_blocks_are_zeroed_and_writable() {
         for kind in MemoryKind::ALL {
-            let block = RawMemory::allocate(kind, 3 * 4096, None).unwrap();
+            let block = RawMemory::allocate(kind, 3 * 4096, None, Backing::BasePages).unwrap();
             assert_eq!(block.len(), 3 * 4096);
             assert_eq!(block.kind(), kind);
             assert_eq!(block.ptr().as_ptr() as usize % 4096, 0);
@@ -312,24 +375,51 @@ mod tests {
     #[cfg_attr(miri, ignore = "a 1 MiB zero check is slow under Miri")]
     fn large_heap_blocks_are_mapped_zeroed_and_not_counted() {
         let limit = Arc::new(MemoryLimit::new(0));
-        let block = RawMemory::allocate(MemoryKind::Heap, MAP_MIN, Some(&limit)).unwrap();
+        let block = RawMemory::allocate(MemoryKind::Heap, MAP_MIN, Some(&limit), Backing::BasePages).unwrap();
         assert!(block.mapped && block.kind() == MemoryKind::Heap);
         assert_eq!(limit.used(), 0);
         // SAFETY: the block is ours, `len` bytes long and initialised.
         let bytes = unsafe { std::slice::from_raw_parts_mut(block.ptr().as_ptr(), block.len()) };
         assert!(bytes.iter().all(|&b| b == 0));
         bytes[MAP_MIN - 1] = 1;
-        let small = RawMemory::allocate(MemoryKind::Heap, 4096, None).unwrap();
+        let small = RawMemory::allocate(MemoryKind::Heap, 4096, None, Backing::HugePages).unwrap();
         assert!(!small.mapped);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "mmap: Miri has none")]
+    fn huge_page_blocks_start_on_a_huge_page_boundary() {
+        let limit = Arc::new(MemoryLimit::new(usize::MAX));
+        for (kind, len) in [
+            (MemoryKind::Direct, HUGE_PAGE),
+            (MemoryKind::Heap, 2 * HUGE_PAGE),
+            (MemoryKind::Direct, 3 * HUGE_PAGE + 8192),
+        ] {
+            let blocks: Vec<RawMemory> =
+                (0..3).map(|_| RawMemory::allocate(kind, len, Some(&limit), Backing::HugePages).unwrap()).collect();
+            for block in &blocks {
+                assert!(block.mapped);
+                assert_eq!(block.ptr().as_ptr() as usize % HUGE_PAGE, 0, "{kind:?} block of {len}");
+                // SAFETY: the block is ours, `len` bytes long and initialised.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(block.ptr().as_ptr(), block.len()) };
+                assert_eq!((bytes[0], bytes[len / 2], bytes[len - 1]), (0, 0, 0));
+                bytes[0] = 1;
+                bytes[len - 1] = 1;
+            }
+        }
+        assert_eq!(limit.used(), 0, "the direct blocks are released, each once");
+        let direct = RawMemory::allocate(MemoryKind::Direct, HUGE_PAGE, Some(&limit), Backing::HugePages).unwrap();
+        assert_eq!(limit.used(), HUGE_PAGE, "the limit counts the block, not the span mapped to align it");
+        drop(direct);
     }
 
     #[test]
     fn direct_memory_is_counted_and_released_once() {
         let limit = Arc::new(MemoryLimit::new(10_000));
-        let a = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit)).unwrap();
-        let b = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit)).unwrap();
+        let a = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit), Backing::BasePages).unwrap();
+        let b = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit), Backing::BasePages).unwrap();
         assert_eq!(limit.used(), 8192);
-        let err = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit)).unwrap_err();
+        let err = RawMemory::allocate(MemoryKind::Direct, 4096, Some(&limit), Backing::BasePages).unwrap_err();
         assert_eq!(err, AllocError::DirectMemoryExhausted { requested: 4096, used: 8192, max: 10_000 });
         assert_eq!(limit.used(), 8192, "a failed reservation leaves the count as it was");
         drop(a);
@@ -342,7 +432,7 @@ mod tests {
     #[test]
     fn heap_memory_is_not_counted_against_the_direct_limit() {
         let limit = Arc::new(MemoryLimit::new(0));
-        let block = RawMemory::allocate(MemoryKind::Heap, 4096, Some(&limit)).unwrap();
+        let block = RawMemory::allocate(MemoryKind::Heap, 4096, Some(&limit), Backing::BasePages).unwrap();
         assert_eq!(limit.used(), 0);
         drop(block);
     }
