@@ -248,19 +248,24 @@ fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
 /// unmaps what lies before the boundary and after the block.
 #[cfg(all(unix, not(miri)))]
 fn map_huge(len: usize) -> Option<NonNull<u8>> {
-    let span = len.checked_add(HUGE_PAGE)?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok().filter(|&p| p > 0)?;
+    // The block's pages: munmap at drop rounds its length up to them.
+    let kept = len.checked_next_multiple_of(page)?;
+    let span = kept.checked_add(HUGE_PAGE)?;
     let start = map_anonymous(span)?.as_ptr() as usize;
     let head = start.next_multiple_of(HUGE_PAGE) - start;
-    let tail = span - head - len;
-    // SAFETY: both ranges are page-aligned parts of the mapping just made
-    // (`start` and `len` are page multiples, and so is `head`), outside the
-    // block kept, and nothing refers to them.
+    let tail = span - head - kept;
+    // SAFETY: both ranges are parts of the mapping just made, outside the
+    // block kept, starting on page boundaries (`start` is one, and `head`
+    // and `kept` are page multiples, the huge page being one), and nothing
+    // refers to them.
     unsafe {
         if head > 0 {
             unmap(NonNull::new_unchecked(start as *mut u8), head);
         }
         if tail > 0 {
-            unmap(NonNull::new_unchecked((start + head + len) as *mut u8), tail);
+            unmap(NonNull::new_unchecked((start + head + kept) as *mut u8), tail);
         }
     }
     let block = (start + head) as *mut libc::c_void;
@@ -394,6 +399,7 @@ mod tests {
             (MemoryKind::Direct, HUGE_PAGE),
             (MemoryKind::Heap, 2 * HUGE_PAGE),
             (MemoryKind::Direct, 3 * HUGE_PAGE + 8192),
+            (MemoryKind::Heap, HUGE_PAGE + 100),
         ] {
             let blocks: Vec<RawMemory> =
                 (0..3).map(|_| RawMemory::allocate(kind, len, Some(&limit), Backing::HugePages).unwrap()).collect();

@@ -28,10 +28,11 @@
 //! lock-free queue in the cache's shared part, [`CacheShared`], so that a
 //! foreign release costs no atomic operation of its own. The owning thread
 //! moves queued regions into its stacks when a stack runs dry, until that
-//! stack is full again, and keeps the emptied batches' storage for the
-//! next batches sent to it, so that batches cost no allocation. A class the owner does not cache, a full queue, a
-//! closed cache (its thread has exited) or a full stack sends the region to
-//! its arena.
+//! stack is full again, and keeps the emptied batches' storage for the next
+//! batches sent to it, so that batches cost no allocation. A class the
+//! owner does not cache, a full queue, a closed cache (its thread has
+//! exited) or a full stack sends the region to its arena; the periodic trim
+//! puts what a busy class's full stack has no room for back in the queue.
 //!
 //! # Lifetime without per-buffer reference counts
 //!
