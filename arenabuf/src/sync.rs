@@ -72,4 +72,8 @@ impl<T> ArrayQueue<T> {
     pub(crate) fn pop(&self) -> Option<T> {
         lock(&self.items).pop_front()
     }
+
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.items).len()
+    }
 }

@@ -2450,16 +2450,16 @@ mod tests {
         // storage's address in the queue), taken back by a miss here.
         let send_batch = || {
             let bufs: Vec<ByteBuf> = (0..super::OUTBOX_REGIONS).map(|_| alloc.heap_buffer(300)).collect();
-            let owner = shared().as_ptr() as usize;
+            // SAFETY: this thread's cache is alive, and so is its shared part,
+            // which is `Sync`; the releasing thread uses it while this one waits.
+            let owner: &super::CacheShared = unsafe { shared().as_ref() };
             thread::scope(|scope| {
                 scope
                     .spawn(move || {
                         drop(bufs);
-                        // SAFETY: the owner thread waits for this one, so its shared part is alive.
-                        let shared = unsafe { &*(owner as *const super::CacheShared) };
-                        let batch = shared.remote.pop().expect("sent when full");
-                        let storage = batch.regions.as_ptr() as usize;
-                        shared.remote.push(batch).expect("room");
+                        let batch = owner.remote.pop().expect("sent when full");
+                        let storage = batch.regions.as_ptr().addr();
+                        owner.remote.push(batch).expect("room");
                         storage
                     })
                     .join()
