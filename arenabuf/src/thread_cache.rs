@@ -2160,6 +2160,42 @@ mod loom_models {
         });
     }
 
+    /// The owner trims while another thread's batch arrives, with a stack of
+    /// one region that is full and busy: the trim parks, requeues or frees
+    /// what it pops (whichever it finds), a later trim frees what was
+    /// requeued (the class has served nothing since), and every region ends
+    /// up back in its arena.
+    #[test]
+    fn loom_a_trim_races_a_remote_batch() {
+        model(|| {
+            let alloc = PooledAllocator::builder()
+                .heap_arenas(1)
+                .direct_arenas(0)
+                .page_size(4096)
+                .max_order(0)
+                .small_cache_size(1)
+                .build()
+                .unwrap();
+            let owner = {
+                let alloc = alloc.clone();
+                thread::spawn(move || {
+                    let sent = [alloc.heap_buffer(100), alloc.heap_buffer(100)];
+                    drop(alloc.heap_buffer(100)); // the stack's one region
+                    drop(alloc.heap_buffer(100)); // a hit: the class is busy
+                    let releaser = thread::spawn(move || {
+                        drop(sent);
+                        crate::thread_local::send_outbox();
+                    });
+                    alloc.trim_current_thread_cache();
+                    releaser.join().unwrap();
+                    alloc.trim_current_thread_cache();
+                })
+            };
+            owner.join().unwrap();
+            settle(&alloc);
+        });
+    }
+
     /// Two threads binding at the same time take different arenas: picking
     /// the least-used arena and counting the binding are one step.
     #[test]
