@@ -2273,6 +2273,11 @@ mod tests {
 
     /// A pool of one heap arena whose small classes keep `capacity` regions
     /// per thread, and three 300-byte buffers from it, with their addresses.
+    /// A builder for a pool of one small heap arena and no direct ones.
+    fn one_heap_arena() -> crate::Builder {
+        PooledAllocator::builder().heap_arenas(1).direct_arenas(0).max_order(crate::test_config::MAX_ORDER)
+    }
+
     fn three_buffers_of_a_small_cache(capacity: usize) -> (PooledAllocator, Vec<ByteBuf>, Vec<usize>) {
         let alloc = PooledAllocator::builder()
             .heap_arenas(1)
@@ -2415,13 +2420,7 @@ mod tests {
 
     #[test]
     fn a_drained_batch_keeps_what_each_stack_has_room_for_and_frees_the_rest() {
-        let alloc = crate::PooledAllocator::builder()
-            .heap_arenas(1)
-            .direct_arenas(0)
-            .small_cache_size(4)
-            .max_order(crate::test_config::MAX_ORDER)
-            .build()
-            .unwrap();
+        let alloc = one_heap_arena().small_cache_size(4).build().unwrap();
         let arena = || alloc.metric().heap_arenas()[0].clone();
         // One batch (sent at thread exit) of three runs: six regions of
         // 1000 bytes, four of 300 bytes, two of 1000 bytes.
@@ -2445,14 +2444,7 @@ mod tests {
     #[test]
     fn a_periodic_trim_parks_queued_regions_of_a_class_in_use() {
         const TRIM_INTERVAL: usize = 16;
-        let alloc = PooledAllocator::builder()
-            .heap_arenas(1)
-            .direct_arenas(0)
-            .small_cache_size(8)
-            .cache_trim_interval(TRIM_INTERVAL as u32)
-            .max_order(crate::test_config::MAX_ORDER)
-            .build()
-            .unwrap();
+        let alloc = one_heap_arena().small_cache_size(8).cache_trim_interval(TRIM_INTERVAL as u32).build().unwrap();
         let arena = || alloc.metric().heap_arenas()[0].clone();
         // Two regions parked here, then four queued by another thread.
         let local: Vec<ByteBuf> = (0..2).map(|_| alloc.heap_buffer(1000)).collect();
@@ -2473,12 +2465,7 @@ mod tests {
 
     #[test]
     fn a_parked_batch_leaves_its_storage_for_the_next_batch_to_the_same_cache() {
-        let alloc = crate::PooledAllocator::builder()
-            .heap_arenas(1)
-            .direct_arenas(0)
-            .max_order(crate::test_config::MAX_ORDER)
-            .build()
-            .unwrap();
+        let alloc = one_heap_arena().build().unwrap();
         let shared = || crate::thread_local::with_cache(alloc.pool(), |cache| cache.shared).expect("bound");
         // SAFETY: this thread's cache is alive, and so is its shared part.
         let spares = || unsafe { shared().as_ref() }.spare.len();
@@ -2515,13 +2502,7 @@ mod tests {
 
     #[test]
     fn a_trim_requeues_what_a_busy_class_has_no_room_for_and_frees_an_idle_ones() {
-        let alloc = PooledAllocator::builder()
-            .heap_arenas(1)
-            .direct_arenas(0)
-            .small_cache_size(4)
-            .max_order(crate::test_config::MAX_ORDER)
-            .build()
-            .unwrap();
+        let alloc = one_heap_arena().small_cache_size(4).build().unwrap();
         let arena = || alloc.metric().heap_arenas()[0].clone();
         // Both stacks full, then one batch from another thread: six more
         // regions of the busy class (1000 bytes), three of the idle one.
