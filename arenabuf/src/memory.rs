@@ -256,10 +256,9 @@ fn map_huge(len: usize) -> Option<NonNull<u8>> {
     let start = map_anonymous(span)?.as_ptr() as usize;
     let head = start.next_multiple_of(HUGE_PAGE) - start;
     let tail = span - head - kept;
-    // SAFETY: both ranges are parts of the mapping just made, outside the
-    // block kept, starting on page boundaries (`start` is one, and `head`
-    // and `kept` are page multiples, the huge page being one), and nothing
-    // refers to them.
+    // Both ranges start on page boundaries: `start` is one, and `head` and
+    // `kept` are page multiples (the huge page is one).
+    // SAFETY: both are parts of the mapping just made, outside the block kept, and nothing refers to them.
     unsafe {
         if head > 0 {
             unmap(NonNull::new_unchecked(start as *mut u8), head);

@@ -2473,8 +2473,8 @@ mod tests {
         // storage's address in the queue), taken back by a miss here.
         let send_batch = || {
             let bufs: Vec<ByteBuf> = (0..super::OUTBOX_REGIONS).map(|_| alloc.heap_buffer(300)).collect();
-            // SAFETY: this thread's cache is alive, and so is its shared part,
-            // which is `Sync`; the releasing thread uses it while this one waits.
+            // The shared part is `Sync`; the releasing thread uses it while this one waits.
+            // SAFETY: this thread's cache is alive, and so is its shared part.
             let owner: &super::CacheShared = unsafe { shared().as_ref() };
             thread::scope(|scope| {
                 scope
