@@ -76,4 +76,8 @@ impl<T> ArrayQueue<T> {
     pub(crate) fn len(&self) -> usize {
         lock(&self.items).len()
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.items).is_empty()
+    }
 }
