@@ -1847,8 +1847,8 @@ impl ThreadCache {
     }
 
     /// Moves queued batches into the stack of class `idx` of kind `k` while
-    /// it has room for a whole one (so that none of its regions goes to the
-    /// arena): at the slow path's turns and misses. Taken only when the
+    /// it has room for a whole one (so that none of the class's regions
+    /// goes to the arena): at the slow path's turns and misses. Taken only when the
     /// stack ran dry, a busy class's batches came in bursts of four, after
     /// the longest wait in the queue. `xthread`, six interleaved rounds,
     /// those in the host's usual mode: 256 B 59 -> 55 ns per buffer, 1 KiB
