@@ -44,13 +44,12 @@ const MIN_PAGE_SIZE: usize = 4096;
 pub struct SizeClasses {
     page_shift: u32,
     max_order: u32,
-    chunk_size: usize,
     /// Class index -> class size.
     sizes: Box<[usize]>,
     num_small: usize,
     /// Page-class index -> pages in the class.
     page_class_pages: Box<[u32]>,
-    /// Size -> class index.
+    /// Size -> class index (and the chunk size, the largest class).
     lookup: ClassLookup,
     /// Page count (0 ..= pages per chunk) -> smallest page class holding it.
     page_ceil: Box<[u8]>,
@@ -147,7 +146,6 @@ impl SizeClasses {
         Ok(SizeClasses {
             page_shift,
             max_order,
-            chunk_size,
             sizes: sizes.into_boxed_slice(),
             num_small,
             page_class_pages: page_class_pages.into_boxed_slice(),
@@ -206,7 +204,7 @@ impl SizeClasses {
     /// ```
     #[must_use]
     pub fn chunk_size(&self) -> usize {
-        self.chunk_size
+        self.lookup.chunk_size
     }
 
     /// Pages in one chunk.

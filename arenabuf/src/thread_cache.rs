@@ -28,12 +28,13 @@
 //! lock-free queue in the cache's shared part, [`CacheShared`], so that a
 //! foreign release costs no atomic operation of its own. The owning thread
 //! moves queued regions into its stacks at its slow path's turns, while
-//! the class's stack has room for a whole batch, and when a stack runs dry,
-//! until that stack is full again, and keeps the emptied batches' storage for the next
-//! batches sent to it, so that batches cost no allocation. A class the
-//! owner does not cache, a full queue, a closed cache (its thread has
-//! exited) or a full stack sends the region to its arena; the periodic trim
-//! puts what a busy class's full stack has no room for back in the queue.
+//! the class's stack has room for a whole batch, and when a stack runs
+//! dry, until that stack is full again; it keeps the emptied batches'
+//! storage for the next batches sent to it, so that batches cost no
+//! allocation. A class the owner does not cache, a full queue, a closed
+//! cache (its thread has exited) or a full stack sends the region to its
+//! arena; the periodic trim puts what a busy class's full stack has no
+//! room for back in the queue.
 //!
 //! # Lifetime without per-buffer reference counts
 //!
@@ -227,6 +228,16 @@ impl CacheShared {
             }
         }
         self.remote.push(batch).inspect_err(|_| counted.for_each(|(kind, size)| self.tally.uncount_queued(kind, size)))
+    }
+
+    /// Queues `batch` ([`push_remote`](Self::push_remote)), or gives its
+    /// regions back to their arenas when the cache is closed or its queue
+    /// is full.
+    fn queue_or_free(&self, batch: RemoteBatch) {
+        let refused = if self.closed.load(Ordering::Acquire) { Err(batch) } else { self.push_remote(batch) };
+        if let Err(batch) = refused {
+            batch.free_to_arenas(self);
+        }
     }
 
     /// Takes a batch from the remote queue, uncounting it.
@@ -944,10 +955,7 @@ unsafe fn send_batch(shared_ptr: NonNull<CacheShared>, batch: RemoteBatch, relea
     // SAFETY: counted, so alive (this function's contract).
     let shared = unsafe { shared_ptr.as_ref() };
     if !batch.regions.is_empty() {
-        let refused = if shared.closed.load(Ordering::Acquire) { Err(batch) } else { shared.push_remote(batch) };
-        if let Err(batch) = refused {
-            batch.free_to_arenas(shared);
-        }
+        shared.queue_or_free(batch);
     }
     if released > 0 && shared.outstanding.fetch_sub(released, Ordering::Release) == released {
         fence(Ordering::Acquire);
@@ -1848,9 +1856,9 @@ impl ThreadCache {
 
     /// Moves queued batches into the stack of class `idx` of kind `k` while
     /// it has room for a whole one (so that none of the class's regions
-    /// goes to the arena): at the slow path's turns and misses. Taken only when the
-    /// stack ran dry, a busy class's batches came in bursts of four, after
-    /// the longest wait in the queue. `xthread`, six interleaved rounds,
+    /// goes to the arena): at the slow path's turns and misses. Taken only
+    /// when the stack ran dry, a busy class's batches came in bursts of
+    /// four, after the longest wait in the queue. `xthread`, six interleaved rounds,
     /// those in the host's usual mode: 256 B 59 -> 55 ns per buffer, 1 KiB
     /// 55 -> 53, 16 KiB 50 -> 46; 64 B, 4 KiB and `mixed` unchanged.
     fn top_up(&mut self, k: usize, idx: usize) {
@@ -1914,11 +1922,6 @@ impl ThreadCache {
     fn drain_remote_for_trim(&mut self) {
         // SAFETY: as in `shared()`; a separate borrow so that `park_runs` can take `&mut self`.
         let shared = unsafe { self.shared.as_ref() };
-        let requeue = |batch: RemoteBatch| {
-            if let Err(batch) = shared.push_remote(batch) {
-                batch.free_to_arenas(shared);
-            }
-        };
         let mut held = RemoteBatch::default();
         for _ in 0..shared.remote.len() {
             let Some(batch) = shared.pop_remote() else { break };
@@ -1932,14 +1935,14 @@ impl ThreadCache {
                     }
                     held.push(region, u64::from(shared.cached_sizes[usize::from(region.meta.size_idx())]));
                     if held.regions.len() == OUTBOX_REGIONS {
-                        requeue(std::mem::take(&mut held));
+                        shared.queue_or_free(std::mem::take(&mut held));
                     }
                 }
             });
             shared.recycle(batch.regions);
         }
         if !held.regions.is_empty() {
-            requeue(held);
+            shared.queue_or_free(held);
         }
     }
 
@@ -2292,20 +2295,15 @@ mod tests {
     use crate::test_config::{active, pool};
     use crate::{ByteBuf, PooledAllocator};
 
-    /// A pool of one heap arena whose small classes keep `capacity` regions
-    /// per thread, and three 300-byte buffers from it, with their addresses.
     /// A builder for a pool of one small heap arena and no direct ones.
     fn one_heap_arena() -> crate::Builder {
         PooledAllocator::builder().heap_arenas(1).direct_arenas(0).max_order(crate::test_config::MAX_ORDER)
     }
 
+    /// A pool of one heap arena whose small classes keep `capacity` regions
+    /// per thread, and three 300-byte buffers from it, with their addresses.
     fn three_buffers_of_a_small_cache(capacity: usize) -> (PooledAllocator, Vec<ByteBuf>, Vec<usize>) {
-        let alloc = PooledAllocator::builder()
-            .heap_arenas(1)
-            .max_order(crate::test_config::MAX_ORDER)
-            .small_cache_size(capacity)
-            .build()
-            .unwrap();
+        let alloc = one_heap_arena().small_cache_size(capacity).build().unwrap();
         let bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
         let addrs = bufs.iter().map(ByteBuf::memory_address).collect();
         (alloc, bufs, addrs)
@@ -2314,12 +2312,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "paranoid tracking takes backtraces, which read the working directory")]
     fn a_tracked_buffer_released_on_its_thread_goes_back_to_its_stack_untracked() {
-        let alloc = PooledAllocator::builder()
-            .heap_arenas(1)
-            .max_order(crate::test_config::MAX_ORDER)
-            .leak_detection(crate::LeakLevel::Paranoid)
-            .build()
-            .unwrap();
+        let alloc = one_heap_arena().leak_detection(crate::LeakLevel::Paranoid).build().unwrap();
         let bufs: Vec<ByteBuf> = (0..3).map(|_| alloc.heap_buffer(300)).collect();
         let addrs: Vec<usize> = bufs.iter().map(ByteBuf::memory_address).collect();
         assert_eq!(alloc.leak_report().len(), 3);
