@@ -12,26 +12,25 @@
 //!
 //! `pinned = arena active bytes + huge bytes + unpooled bytes - parked - queued`.
 //!
-//! Parked bytes are not counted at all: the tally holds a copy of the word
-//! in which each of the owner's stacks keeps its length (one plain store
-//! with each change, nothing more), and a reader multiplies the lengths by
+//! Parked bytes are not counted at all: the tally owns the owner's stacks
+//! ([`StackBlock`]), each of which keeps its length in an atomic word the
+//! owner loads and stores plainly, and a reader multiplies the lengths by
 //! the class sizes. Queued bytes change with a `fetch_add` on the
 //! cross-thread release path, which already does atomic work on the same
 //! cache's shared part, and a `fetch_sub` when the queue is drained (a slow
 //! path).
 
 use crate::memory::MemoryKind;
-use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering, StatAtomicU32};
-use crate::thread_cache::{stack_len, SharedRef};
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::thread_cache::{SharedRef, StackBlock};
 
 /// One thread cache's published figures and its trim request flag.
 #[derive(Debug)]
 pub(crate) struct CacheTally {
-    /// Each stack's word (its length, and the hits left until the owner's
-    /// slow path counts them), heap classes first, then direct ones: copies
-    /// of the words the owner's stacks keep them in (`thread_cache`).
-    /// Written by the owner thread only.
-    stack_words: Box<[StatAtomicU32]>,
+    /// The owner's stacks, heap then direct (`MemoryKind::index`), whose
+    /// words (lengths) anyone may read; owned here so that they stay
+    /// readable as long as the cache is registered.
+    stacks: [StackBlock; 2],
     /// Bytes queued by other threads, per kind.
     queued: [AtomicU64; 2],
     /// Set by [`PooledAllocator::trim`](crate::PooledAllocator::trim): the
@@ -40,35 +39,16 @@ pub(crate) struct CacheTally {
 }
 
 impl CacheTally {
-    /// A tally for a cache with a stack per class (`classes` of them) and
-    /// kind.
-    pub(crate) fn new(classes: usize) -> CacheTally {
-        CacheTally {
-            stack_words: (0..MemoryKind::ALL.len() * classes).map(|_| StatAtomicU32::new(0)).collect(),
-            queued: Default::default(),
-            trim_requested: AtomicBool::new(false),
-        }
-    }
-
-    /// The stack words of `kind`, one per class.
-    fn stack_words(&self, kind: MemoryKind) -> &[StatAtomicU32] {
-        let classes = self.stack_words.len() / MemoryKind::ALL.len();
-        &self.stack_words[kind.index() * classes..][..classes]
-    }
-
-    /// The word of the owner's stack of class `idx` of `kind`.
-    pub(crate) fn stack_word(&self, kind: MemoryKind, idx: usize) -> &StatAtomicU32 {
-        &self.stack_words(kind)[idx]
+    /// A tally for a cache with these stacks, heap then direct.
+    pub(crate) fn new(stacks: [StackBlock; 2]) -> CacheTally {
+        CacheTally { stacks, queued: Default::default(), trim_requested: AtomicBool::new(false) }
     }
 
     /// Bytes parked in the owner's stacks of `kind`, whose classes have the
     /// sizes `cached_sizes` where they are cached (0 where not: those
     /// stacks stay empty).
     fn parked(&self, kind: MemoryKind, cached_sizes: &[u32]) -> u64 {
-        let words = self.stack_words(kind).iter();
-        words
-            .zip(cached_sizes)
-            .fold(0u64, |sum, (word, &size)| sum + u64::from(stack_len(word.load(Ordering::Relaxed))) * u64::from(size))
+        self.stacks[kind.index()].parked(cached_sizes)
     }
 
     /// Counts bytes entering the remote queue, unless that would take the

@@ -53,6 +53,7 @@
 //! Before the owner exits the value cannot reach zero (the bias dwarfs any
 //! number of releases); after, it is exactly the number of live buffers.
 
+use std::cell::{Cell, UnsafeCell};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
@@ -1098,39 +1099,47 @@ const POP: u32 = (1 << LEN_SHIFT) + 1;
 /// (bit 31, nothing cached).
 const POP_GUARD: u32 = 1 << 31 | 1 << 7;
 
-/// The length of a stack whose word is `word` (as the tally publishes it).
-pub(crate) fn stack_len(word: u32) -> u32 {
+/// The length of a stack whose word is `word`.
+fn stack_len(word: u32) -> u32 {
     word >> LEN_SHIFT
 }
 
 /// Cached regions of one size class: a stack whose storage is made on first
 /// use. Allocation takes the newest region, the one most likely still in the
 /// CPU's caches; trims free the oldest, at the bottom.
+///
+/// Only the owner thread uses a stack, through shared references (never
+/// `&mut`): the pool's metrics read each stack's [`word`](Self::word) from
+/// other threads ([`StackBlock::parked`]), so the owner's fields that change
+/// are cells, and the word an atomic it loads and stores plainly.
+///
+/// One cache line each: the hit path finds a stack with a shift, and reads
+/// and writes one line.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Stack {
-    /// Empty until the first push, then `capacity` long. Entries at `len`
-    /// and above are stale copies, never read.
-    slots: Box<[CachedRegion]>,
     /// The regions cached (`slots[..len]`, from bit [`LEN_SHIFT`]) and the
     /// hits left before the slow path counts the class's hits (bits 0..7),
     /// in one word so that a hit updates both with one subtraction and
-    /// tests both with one mask ([`POP_GUARD`]).
-    word: u32,
+    /// tests both with one mask ([`POP_GUARD`]). Written by the owner only,
+    /// with plain stores (relaxed); read by metrics on any thread. A copy
+    /// elsewhere for the metrics cost a store per hit and per release:
+    /// `hot` 8.4 -> 8.1 ns per pair without it (BENCHMARKS.md, session 10).
+    word: StatAtomicU32,
     /// `room << LEN_SHIFT`: a word below it has room for a push.
-    room_word: u32,
-    /// A copy of `word` in the cache's [`CacheTally`], where the pool's
-    /// metrics read the lengths: so the parked bytes cost the hot path no
-    /// counter of their own. Written with every change, never read here:
-    /// with the word kept only there, `hot-loop` took 9.0 ns per pair
-    /// against 8.3 (BENCHMARKS.md, session 7).
-    published: NonNull<StatAtomicU32>,
+    room_word: Cell<u32>,
+    /// Empty until the first push, then `capacity` long. Entries at `len`
+    /// and above are stale copies, never read. Owner-only, and no reference
+    /// to it outlives the method that takes it ([`slots`](Self::slots),
+    /// [`slots_mut`](Self::slots_mut)).
+    slots: UnsafeCell<Box<[CachedRegion]>>,
     /// The configured capacity (0: not cached).
     capacity: u32,
     /// Hits since the last trim, but for those since the last turn of the
     /// slow path: `hits = served + mark - left`.
-    served: u32,
+    served: Cell<u32>,
     /// The hits left at the last turn of the slow path (or trim).
-    mark: u8,
+    mark: Cell<u8>,
     /// What a fresh buffer of the class starts with (its room is the class
     /// size).
     fresh: Marks,
@@ -1141,85 +1150,98 @@ struct Stack {
 }
 
 impl Stack {
-    /// The stack of class `idx` of `kind`, keeping its length in `tally`,
-    /// with `reload` hits between the slow path's turns (at most
-    /// [`MAX_LEFT`]).
+    /// The stack of class `idx` of `kind`, with `reload` hits between the
+    /// slow path's turns (at most [`MAX_LEFT`]).
+    fn new(kind: MemoryKind, idx: usize, capacity: usize, class_size: usize, reload: u32) -> Stack {
+        assert!(reload <= MAX_LEFT, "a stack's period is at most {}", MAX_LEFT + 1);
+        Stack {
+            slots: UnsafeCell::default(),
+            word: StatAtomicU32::new(reload),
+            room_word: Cell::new(0),
+            capacity: capacity as u32,
+            served: Cell::new(0),
+            mark: Cell::new(reload as u8),
+            fresh: Marks::fresh(class_size),
+            class_key: CachedRegion::meta_for(kind, 0, idx).class_key(),
+        }
+    }
+
+    /// The length and the hits left: a plain, non-atomic load. An atomic
+    /// one, even relaxed, kept the compiler from reading a released
+    /// buffer's bytes from where the buffer was built rather than from the
+    /// copy its move made: one more store-to-load wait per pair, `hot` 8.0
+    /// -> 8.8 ns.
+    #[inline(always)]
+    fn word(&self) -> u32 {
+        // Only the owner writes the word, on this thread; other threads only read it (atomically), and reads do not
+        // race with reads.
+        // SAFETY: the pointer is the atomic's own, valid as long as `self`; no write to it can happen meanwhile.
+        unsafe { self.word.as_ptr().read() }
+    }
+
+    /// Sets the length and the hits left: a plain store, as only the owner
+    /// writes the word.
+    #[inline(always)]
+    fn set_word(&self, word: u32) {
+        self.word.store(word, Ordering::Relaxed);
+    }
+
+    /// The slots, to read.
+    #[inline(always)]
+    fn slots(&self) -> &[CachedRegion] {
+        // Only the owner thread reaches the slots (a stack is `!Sync`, and `StackBlock` shares the words alone).
+        // SAFETY: a `slots_mut` reference lives only within the method that took it, which calls nothing that
+        // reaches this one meanwhile.
+        unsafe { &*self.slots.get() }
+    }
+
+    /// The slots, to change.
     ///
     /// # Safety
     ///
-    /// `tally` outlives the stack (the cache holds both, the tally longer).
-    unsafe fn new(
-        kind: MemoryKind,
-        idx: usize,
-        capacity: usize,
-        class_size: usize,
-        reload: u32,
-        tally: &CacheTally,
-    ) -> Stack {
-        assert!(reload <= MAX_LEFT, "a stack's period is at most {}", MAX_LEFT + 1);
-        let published = NonNull::from(tally.stack_word(kind, idx));
-        let mut stack = Stack {
-            slots: Box::default(),
-            word: 0,
-            room_word: 0,
-            published,
-            capacity: capacity as u32,
-            served: 0,
-            mark: reload as u8,
-            fresh: Marks::fresh(class_size),
-            class_key: CachedRegion::meta_for(kind, 0, idx).class_key(),
-        };
-        stack.set_word(reload);
-        stack
-    }
-
-    /// The tally's copy of the word.
+    /// No other reference to the slots is alive while the result is: the
+    /// stack's methods take it for their own use and drop it before they
+    /// return.
     #[inline(always)]
-    fn published(&self) -> &StatAtomicU32 {
-        // SAFETY: the word is in the cache's tally, which outlives the stack (`new`'s contract).
-        unsafe { self.published.as_ref() }
-    }
-
-    /// Sets the length and the hits left, and publishes them to the tally
-    /// (a plain store: nobody else writes it).
-    #[inline(always)]
-    fn set_word(&mut self, word: u32) {
-        self.word = word;
-        self.published().store(word, Ordering::Relaxed);
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slots_mut(&self) -> &mut Box<[CachedRegion]> {
+        // Only the owner thread reaches the slots (a stack is `!Sync`, and `StackBlock` shares the words alone).
+        // SAFETY: no other reference to the slots is alive (this function's contract).
+        unsafe { &mut *self.slots.get() }
     }
 
     #[inline(always)]
     fn len(&self) -> u32 {
-        stack_len(self.word)
+        stack_len(self.word())
     }
 
     #[inline(always)]
-    fn set_len(&mut self, len: u32) {
+    fn set_len(&self, len: u32) {
         self.set_word(len << LEN_SHIFT | self.left());
     }
 
     /// Hits left before the slow path's turn.
     #[inline(always)]
     fn left(&self) -> u32 {
-        self.word & ((1 << LEN_SHIFT) - 1)
+        self.word() & ((1 << LEN_SHIFT) - 1)
     }
 
     /// Allocations served since the last trim.
     fn hits(&self) -> u32 {
-        self.served.wrapping_add(u32::from(self.mark)).wrapping_sub(self.left())
+        self.served.get().wrapping_add(u32::from(self.mark.get())).wrapping_sub(self.left())
     }
 
-    fn clear_hits(&mut self) {
-        self.served = 0;
-        self.mark = self.left() as u8;
+    fn clear_hits(&self) {
+        self.served.set(0);
+        self.mark.set(self.left() as u8);
     }
 
     /// The hit path's pop: the newest region, unless the stack is empty or
     /// it is the slow path's turn ([`pop_slot_counting`](Self::pop_slot_counting));
     /// leaves the region in its slot until the next push.
     #[inline(always)]
-    fn pop_slot(&mut self) -> Option<NonNull<CachedRegion>> {
-        let word = self.word.wrapping_sub(POP);
+    fn pop_slot(&self) -> Option<NonNull<CachedRegion>> {
+        let word = self.word().wrapping_sub(POP);
         if word & POP_GUARD != 0 {
             return None;
         }
@@ -1230,7 +1252,7 @@ impl Stack {
     /// The slow path's pop: the newest region unless the stack is empty,
     /// and whether this was the slow path's turn, which counts the hits
     /// since the last turn and leaves `reload` hits to the hit path.
-    fn pop_slot_counting(&mut self, reload: u32) -> Option<(NonNull<CachedRegion>, bool)> {
+    fn pop_slot_counting(&self, reload: u32) -> Option<(NonNull<CachedRegion>, bool)> {
         let len = self.len();
         if len == 0 {
             return None;
@@ -1238,8 +1260,8 @@ impl Stack {
         let left = self.left();
         let turn = left == 0;
         let left = if turn {
-            self.served = self.served.wrapping_add(u32::from(self.mark) + 1);
-            self.mark = reload as u8;
+            self.served.set(self.served.get().wrapping_add(u32::from(self.mark.get()) + 1));
+            self.mark.set(reload as u8);
             reload
         } else {
             left - 1
@@ -1251,17 +1273,21 @@ impl Stack {
     /// The slot at `at`, below the length just popped.
     #[inline(always)]
     fn slot_at(&self, at: u32) -> NonNull<CachedRegion> {
-        debug_assert!(at < self.room_word >> LEN_SHIFT && self.slots.len() << LEN_SHIFT == self.room_word as usize);
+        let slots = self.slots();
+        debug_assert!(
+            at < self.room_word.get() >> LEN_SHIFT && slots.len() << LEN_SHIFT == self.room_word.get() as usize
+        );
         // SAFETY: `at` is below the length before the pop, which is at most `room == slots.len()`.
-        NonNull::from(unsafe { self.slots.get_unchecked(at as usize) })
+        NonNull::from(unsafe { slots.get_unchecked(at as usize) })
     }
 
     /// Removes the `count` oldest regions (at most `len`) and gives them to
     /// `free`; returns how many went.
-    fn drain_oldest(&mut self, count: usize, mut free: impl FnMut(CachedRegion)) -> usize {
+    fn drain_oldest(&self, count: usize, mut free: impl FnMut(CachedRegion)) -> usize {
         let (count, len) = (count.min(self.len() as usize), self.len() as usize);
-        self.slots[..count].iter().copied().for_each(&mut free);
-        self.slots.copy_within(count..len, 0);
+        self.slots()[..count].iter().copied().for_each(&mut free);
+        // SAFETY: the reference ends with the statement, and `slots()`'s above.
+        unsafe { self.slots_mut() }.copy_within(count..len, 0);
         self.set_len((len - count) as u32);
         count
     }
@@ -1269,9 +1295,9 @@ impl Stack {
     /// Adds a region on top; false (nothing changed) when the stack is full or
     /// the class is not cached.
     #[inline(always)]
-    fn push(&mut self, region: CachedRegion) -> bool {
+    fn push(&self, region: CachedRegion) -> bool {
         let Some(word) = self.room_for_one() else {
-            return self.room_word == 0 && self.make_room(region);
+            return self.room_word.get() == 0 && self.make_room(region);
         };
         self.push_unchecked(word, region);
         true
@@ -1282,23 +1308,26 @@ impl Stack {
     /// a length's unit).
     #[inline(always)]
     fn room_for_one(&self) -> Option<u32> {
-        (self.word < self.room_word).then_some(self.word)
+        let word = self.word();
+        (word < self.room_word.get()).then_some(word)
     }
 
     /// The slot a push onto a stack whose word is `word` fills, with room
     /// ([`room_for_one`](Self::room_for_one)).
     #[inline(always)]
-    fn slot_for_push(&mut self, word: u32) -> *mut CachedRegion {
+    fn slot_for_push(&self, word: u32) -> *mut CachedRegion {
         let len = word >> LEN_SHIFT;
-        assert!(word < self.room_word, "push on a full stack");
+        assert!(word < self.room_word.get(), "push on a full stack");
+        // SAFETY: the reference ends with the statement.
+        let slots = unsafe { self.slots_mut() }.as_mut_ptr();
         // SAFETY: `len < room == slots.len()` (checked above; the check folds into the caller's).
-        unsafe { self.slots.as_mut_ptr().add(len as usize) }
+        unsafe { slots.add(len as usize) }
     }
 
     /// Adds a region on top of a stack whose word is `word`, with room
     /// ([`room_for_one`](Self::room_for_one)).
     #[inline(always)]
-    fn push_unchecked(&mut self, word: u32, region: CachedRegion) {
+    fn push_unchecked(&self, word: u32, region: CachedRegion) {
         let slot = self.slot_for_push(word);
         // SAFETY: a slot of this stack's storage (`slot_for_push`).
         unsafe { slot.write(region) };
@@ -1310,11 +1339,13 @@ impl Stack {
     /// read back by the next, made parking a batch from another thread a
     /// chain of store-to-load waits.
     #[inline]
-    fn extend(&mut self, regions: &[CachedRegion]) -> usize {
+    fn extend(&self, regions: &[CachedRegion]) -> usize {
         let len = self.len() as usize;
-        let added = regions.len().min(self.slots.len() - len);
-        self.slots[len..len + added].copy_from_slice(&regions[..added]);
-        self.set_word(self.word + ((added as u32) << LEN_SHIFT));
+        let added = regions.len().min(self.slots().len() - len);
+        // SAFETY: the reference ends with the next statement, and `slots()`'s above.
+        let slots = unsafe { self.slots_mut() };
+        slots[len..len + added].copy_from_slice(&regions[..added]);
+        self.set_word(self.word() + ((added as u32) << LEN_SHIFT));
         added
     }
 
@@ -1325,7 +1356,7 @@ impl Stack {
     /// [`Allocation`]'s layout). Room is checked before the allocation is
     /// read, so that a full stack keeps nothing aside.
     #[inline(always)]
-    fn push_released(&mut self, allocation: &Allocation) -> bool {
+    fn push_released(&self, allocation: &Allocation) -> bool {
         let Some(word) = self.room_for_one() else { return false };
         let slot = self.slot_for_push(word);
         // The slot's type has the allocation's fields in the same order
@@ -1341,37 +1372,104 @@ impl Stack {
     /// The stack's storage is not made yet (or the class is not cached).
     #[cold]
     #[inline(never)]
-    fn make_room(&mut self, region: CachedRegion) -> bool {
+    fn make_room(&self, region: CachedRegion) -> bool {
         if self.capacity == 0 {
             return false;
         }
-        self.slots = vec![region; self.capacity as usize].into_boxed_slice();
-        self.room_word = self.capacity << LEN_SHIFT;
+        // SAFETY: the reference ends with the statement.
+        *unsafe { self.slots_mut() } = vec![region; self.capacity as usize].into_boxed_slice();
+        self.room_word.set(self.capacity << LEN_SHIFT);
         self.push(region)
+    }
+
+    /// Frees the slots of an empty stack (its cache is going), which then
+    /// reads as a class not cached.
+    fn free_storage(&self) {
+        debug_assert_eq!(self.len(), 0);
+        self.room_word.set(0);
+        // SAFETY: the reference ends with the statement.
+        *unsafe { self.slots_mut() } = Box::default();
     }
 }
 
-/// A kind's stacks, one per class, owned through a raw pointer: the cache
-/// also keeps a pointer to the stack of its last hit
-/// ([`ThreadCache::last_hit`]), which stays valid while the stacks are used
-/// through this (a `Box` would invalidate it at each use).
-struct Stacks {
+/// The stacks of one memory kind, one per class, in one block that the
+/// cache's [`CacheTally`] owns, so that the pool's metrics can read the
+/// stacks' words (their lengths) on any thread for as long as the tally
+/// lives, which is at least as long as the cache.
+///
+/// Everything else in a stack is the owner thread's, reached through the
+/// [`Stacks`] view the cache takes once, when it is made.
+pub(crate) struct StackBlock {
     /// `len` stacks, from a leaked `Box<[Stack]>`.
     base: NonNull<Stack>,
     len: usize,
 }
 
-impl Stacks {
-    fn new(stacks: Box<[Stack]>) -> Stacks {
+// SAFETY: what a `StackBlock` shares is its stacks' words, atomics, read by
+// `parked` through raw pointers, never as a `&Stack`. The rest of each stack
+// is reached only through the view the owner thread takes when it makes the
+// block (`view`, private to this module), or by the block's drop, which runs
+// once the owner's cache, holding the tally, is gone.
+unsafe impl Send for StackBlock {}
+// SAFETY: as for `Send`: `&StackBlock` reads the atomic words only.
+unsafe impl Sync for StackBlock {}
+
+impl StackBlock {
+    fn new(stacks: Box<[Stack]>) -> StackBlock {
         let len = stacks.len();
-        Stacks { base: NonNull::from(Box::leak(stacks)).cast(), len }
+        StackBlock { base: NonNull::from(Box::leak(stacks)).cast(), len }
     }
 
+    /// The owner's view of the stacks: called once, by the thread making the
+    /// cache, before the block is shared.
+    fn view(&self) -> Stacks {
+        Stacks { base: self.base, len: self.len }
+    }
+
+    /// Bytes parked in the stacks, whose classes have the sizes
+    /// `cached_sizes` where they are cached (0 where not: those stacks stay
+    /// empty). On any thread: it reads the words alone.
+    pub(crate) fn parked(&self, cached_sizes: &[u32]) -> u64 {
+        (0..self.len).zip(cached_sizes).fold(0u64, |sum, (idx, &size)| {
+            // The word is an atomic; the owner's shared references to the
+            // stack allow that (nothing else of the stack is read here).
+            // SAFETY: `idx < len`, within the block, which `&self` keeps alive.
+            let word = unsafe { &*std::ptr::addr_of!((*self.base.as_ptr().add(idx)).word) };
+            sum + u64::from(stack_len(word.load(Ordering::Relaxed))) * u64::from(size)
+        })
+    }
+}
+
+impl Drop for StackBlock {
+    fn drop(&mut self) {
+        // SAFETY: `base` and `len` came from a leaked `Box<[Stack]>`, dropped once, here; the owner's view is
+        // gone (its cache held the tally that held this block).
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.len)) });
+    }
+}
+
+impl std::fmt::Debug for StackBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackBlock").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+/// The owner thread's view of a kind's [`StackBlock`], through a raw
+/// pointer: the cache also keeps a pointer to the stack of its last hit
+/// ([`ThreadCache::last_hit`]), which stays valid while the stacks are used
+/// through this (a `Box` would invalidate it at each use). Valid while the
+/// cache's tally, which owns the block, lives.
+struct Stacks {
+    base: NonNull<Stack>,
+    len: usize,
+}
+
+impl Stacks {
     fn len(&self) -> usize {
         self.len
     }
 
-    /// The stack of class `idx`, as a pointer valid as long as `self`: a
+    /// The stack of class `idx`, as a pointer valid as long as the block: a
     /// class index (from `index_of`, or a pooled region's size index), for
     /// which there is always a stack.
     #[inline(always)]
@@ -1384,21 +1482,14 @@ impl Stacks {
 
     /// The stack of class `idx` (see [`at`](Self::at)).
     #[inline(always)]
-    fn get_mut(&mut self, idx: usize) -> &mut Stack {
-        // SAFETY: `at` points to a live stack; `&mut self` borrows them all.
-        unsafe { self.at(idx).as_mut() }
+    fn get(&self, idx: usize) -> &Stack {
+        // SAFETY: `at` points to a live stack (the cache holds the block), used on the owner thread only.
+        unsafe { self.at(idx).as_ref() }
     }
 
     fn as_slice(&self) -> &[Stack] {
-        // SAFETY: `base` holds `len` stacks, borrowed with `self`.
+        // SAFETY: `base` holds `len` live stacks (as in `get`).
         unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Stacks {
-    fn drop(&mut self) {
-        // SAFETY: `base` and `len` came from a leaked `Box<[Stack]>`, dropped once, here.
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.len)) });
     }
 }
 
@@ -1419,8 +1510,8 @@ impl KindCache {
     /// The stack of class `idx`: a class index (from `index_of`, or a pooled
     /// region's size index), for which there is always a stack.
     #[inline(always)]
-    fn stack(&mut self, idx: usize) -> &mut Stack {
-        self.stacks.get_mut(idx)
+    fn stack(&self, idx: usize) -> &Stack {
+        self.stacks.get(idx)
     }
 
     fn arena(&self) -> Option<&Arena> {
@@ -1436,7 +1527,7 @@ impl KindCache {
         let Some(arena) = self.arena else { return 0 };
         // SAFETY: as in `arena()`.
         let arena = unsafe { arena.as_ref() };
-        self.stacks.get_mut(idx).drain_oldest(count, |region| arena.free_at(region.meta.chunk(), region.ptr, idx))
+        self.stacks.get(idx).drain_oldest(count, |region| arena.free_at(region.meta.chunk(), region.ptr, idx))
     }
 
     /// Regions in the stacks.
@@ -1550,7 +1641,6 @@ impl ThreadCache {
         let capacities: Box<[u32]> = (0..classes.num_classes())
             .map(|idx| if caching { stack_capacity(config, &classes, idx) } else { 0 })
             .collect();
-        let tally = Arc::new(CacheTally::new(classes.num_classes()));
         let reload = (event_period(config) - 1) as u32;
         let kind_cache = |kind| {
             let arena = pool.bind_least_used(kind);
@@ -1559,13 +1649,15 @@ impl ThreadCache {
             let stacks = (0..classes.num_classes())
                 .map(|idx| {
                     let capacity = if arena.is_some() { capacities[idx] as usize } else { 0 };
-                    // SAFETY: the cache keeps `tally` until it is dropped, after its stacks (`ThreadCache::tally`).
-                    unsafe { Stack::new(kind, idx, capacity, classes.size_of(idx), reload, &tally) }
+                    Stack::new(kind, idx, capacity, classes.size_of(idx), reload)
                 })
                 .collect();
-            KindCache { arena: arena.map(NonNull::from), stacks: Stacks::new(stacks) }
+            let block = StackBlock::new(stacks);
+            (KindCache { arena: arena.map(NonNull::from), stacks: block.view() }, block)
         };
-        let kinds = MemoryKind::ALL.map(kind_cache);
+        let [(heap, heap_block), (direct, direct_block)] = MemoryKind::ALL.map(kind_cache);
+        let kinds = [heap, direct];
+        let tally = Arc::new(CacheTally::new([heap_block, direct_block]));
         let shared = Box::new(CacheShared {
             pool: pool.clone(),
             arenas: [kinds[0].arena, kinds[1].arena],
@@ -1701,11 +1793,9 @@ impl ThreadCache {
     #[inline(always)]
     fn take_slot(&mut self, kind: MemoryKind, size: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
         let idx = self.lookup.index_of(size)?;
-        let mut at = self.kinds[kind.index()].stacks.at(idx);
-        // SAFETY: `at` points to a live stack, and `&mut self` borrows them all.
-        let stack = unsafe { at.as_mut() };
+        let at = self.kinds[kind.index()].stacks.at(idx);
         // None also on the slow path's turn, which counts the class's hits.
-        let slot = stack.pop_slot()?;
+        let slot = self.kinds[kind.index()].stack(idx).pop_slot()?;
         Some((slot, self.took(kind, idx, at, slot)))
     }
 
@@ -1764,10 +1854,8 @@ impl ThreadCache {
     /// The slow path's take: the newest cached region of class `idx` of
     /// `kind` for a buffer, counted as a hit or the class's turn.
     fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(Allocation, Counted)> {
-        let mut at = self.kinds[kind.index()].stacks.at(idx);
-        // SAFETY: `at` points to a live stack, and `&mut self` borrows them all.
-        let stack = unsafe { at.as_mut() };
-        let (slot, turn) = stack.pop_slot_counting(self.reload)?;
+        let at = self.kinds[kind.index()].stacks.at(idx);
+        let (slot, turn) = self.kinds[kind.index()].stack(idx).pop_slot_counting(self.reload)?;
         self.took(kind, idx, at, slot);
         // SAFETY: just popped for this allocation; nothing pushes in between.
         Some((unsafe { Allocation::from_slot(slot) }, if turn { Counted::Turn } else { Counted::Hit }))
@@ -1810,10 +1898,10 @@ impl ThreadCache {
     /// (BENCHMARKS.md, session 5).
     #[inline(always)]
     fn release_to_last_hit(&mut self, allocation: &Allocation) -> bool {
-        // The stacks live and stay in place as long as the cache, `&mut
-        // self` borrows them all, and `stack` is not used past this function.
+        // The stacks live and stay in place as long as the cache, and this
+        // thread, the owner, is the only one to use them but for their words.
         // SAFETY: `last_hit` points to one of this cache's stacks (from `Stacks::at`).
-        let stack = unsafe { self.last_hit.as_mut() };
+        let stack = unsafe { self.last_hit.as_ref() };
         if stack.class_key != allocation.meta.class_key() {
             return false;
         }
@@ -2024,7 +2112,7 @@ impl ThreadCache {
         }
         for cache in &mut self.kinds {
             for idx in 0..cache.stacks.len() {
-                let stack = cache.stacks.get_mut(idx);
+                let stack = cache.stacks.get(idx);
                 let excess = if everything { usize::MAX } else { stack.len().saturating_sub(stack.hits()) as usize };
                 stack.clear_hits();
                 self.out_or_parked -= cache.free_oldest(idx, excess);
@@ -2110,7 +2198,11 @@ impl Drop for ThreadCache {
             arena.unbind_thread_cache();
         }
         // The stacks are empty now (checked in debug builds by the trim):
-        // what is left is the buffers out.
+        // their slots go now, the stacks themselves with the tally; what is
+        // left is the buffers out.
+        for kind in &self.kinds {
+            kind.stacks.as_slice().iter().for_each(Stack::free_storage);
+        }
         let settle = self.out_or_parked.wrapping_sub(OWNER_BIAS);
         let before = shared.outstanding.fetch_add(settle, Ordering::AcqRel);
         if before.wrapping_add(settle) == 0 {
@@ -2327,6 +2419,34 @@ mod tests {
         // The debug build checks the cache's count of buffers out at the trim.
         alloc.trim();
         assert_eq!(active(&alloc), 0);
+    }
+
+    /// The pool's metrics read a cache's stack lengths on another thread
+    /// while the owner pushes and pops. Under Miri this checks that the two
+    /// never race: the metrics read the stacks' atomic words alone, and the
+    /// owner reaches its stacks through shared references only.
+    #[test]
+    fn metrics_read_the_stacks_while_their_owner_uses_them() {
+        let alloc = one_heap_arena().build().unwrap();
+        let rounds = if crate::test_config::SMALL { 10 } else { 2000 };
+        let sizes = [100, 300, 1000];
+        let parked_at_end = std::thread::scope(|scope| {
+            let owner = scope.spawn(|| {
+                for _ in 0..rounds {
+                    drop(sizes.map(|size| alloc.heap_buffer(size)));
+                }
+                alloc.metric()
+            });
+            for _ in 0..rounds {
+                let metric = alloc.metric();
+                assert!(metric.pinned_heap_memory() <= metric.used_heap_memory());
+            }
+            owner.join().unwrap()
+        });
+        // One region of each class parked in the owner's stacks (read before
+        // its thread ended): handed out by the arena, pinned by no buffer.
+        assert_eq!(parked_at_end.heap_arenas()[0].pooled_active_bytes(), 112 + 320 + 1024);
+        assert_eq!(parked_at_end.pinned_heap_memory(), 0);
     }
 
     #[test]
@@ -2654,9 +2774,10 @@ mod stack_word_tests {
             ops in proptest::collection::vec(op(), 1..if crate::test_config::SMALL { 24 } else { 200 }),
         ) {
             let reload = (1u32 << period_log) - 1;
-            let tally = CacheTally::new(1);
-            // SAFETY: `tally` outlives `stack` (declared first, dropped last).
-            let mut stack = unsafe { Stack::new(MemoryKind::Heap, 0, capacity, 64, reload, &tally) };
+            // In a block, as a cache keeps it: the metrics read the word there.
+            let block = StackBlock::new(Box::new([Stack::new(MemoryKind::Heap, 0, capacity, 64, reload)]));
+            let stacks = block.view();
+            let stack = stacks.get(0);
             let region = |n: usize| CachedRegion {
                 ptr: NonNull::new(std::ptr::without_provenance_mut((n + 1) * 64)).expect("not null"),
                 owner: NonNull::dangling(),
@@ -2708,8 +2829,7 @@ mod stack_word_tests {
                 }
                 prop_assert_eq!(stack.len() as usize, model.regions.len());
                 prop_assert_eq!(stack.hits(), model.hits);
-                let published = tally.stack_word(MemoryKind::Heap, 0).load(Ordering::Relaxed);
-                prop_assert_eq!(stack_len(published) as usize, model.regions.len());
+                prop_assert_eq!(block.parked(&[64]), 64 * model.regions.len() as u64);
             }
         }
     }
