@@ -1355,16 +1355,29 @@ impl Stack {
     /// that takes the region back reads without a stall (see
     /// [`Allocation`]'s layout). Room is checked before the allocation is
     /// read, so that a full stack keeps nothing aside.
+    ///
+    /// A pop leaves its region in the slot, so the region popped last and
+    /// released now (the common case: a buffer freed soon after it was
+    /// taken) is in its slot already, and only the word changes. The
+    /// copy's stores were read back by the next pop, which waited for
+    /// them: `hot` 7.95 -> 7.7 ns per pair. The address decides: the
+    /// caller checked the class, tag and owner, and an address belongs to
+    /// one chunk.
     #[inline(always)]
     fn push_released(&self, allocation: &Allocation) -> bool {
         let Some(word) = self.room_for_one() else { return false };
         let slot = self.slot_for_push(word);
-        // The slot's type has the allocation's fields in the same order
-        // (checked at compile time at `CacheHit`), so the copy is the
-        // region as `push_unchecked` would keep it.
-        // The two do not overlap: the allocation lives in a buffer, the slot in the stack.
-        // SAFETY: a slot of this stack's storage (`slot_for_push`).
-        unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1) };
+        // SAFETY: a slot of this stack's storage (`slot_for_push`), which holds a region (slots are made filled).
+        let kept = unsafe { &*slot };
+        debug_assert!(kept.ptr != allocation.ptr || kept.meta == allocation.meta && kept.owner == allocation.owner);
+        if kept.ptr != allocation.ptr {
+            // The slot's type has the allocation's fields in the same order
+            // (checked at compile time at `CacheHit`), so the copy is the
+            // region as `push_unchecked` would keep it.
+            // The two do not overlap: the allocation lives in a buffer, the slot in the stack.
+            // SAFETY: a slot of this stack's storage (`slot_for_push`).
+            unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(allocation), slot.cast::<Allocation>(), 1) };
+        }
         self.set_word(word + (1 << LEN_SHIFT));
         true
     }
