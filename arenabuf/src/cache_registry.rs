@@ -8,14 +8,15 @@
 //! they handed out and did not get back, under their lock and only on their
 //! slow paths. Those regions are either in a live buffer or held by a
 //! thread cache, parked in a stack or queued by another thread on its way
-//! back. Each cache publishes those two amounts in a [`CacheTally`], so
+//! back. Each cache's [`CacheTally`] gives those two amounts, so
 //!
 //! `pinned = arena active bytes + huge bytes + unpooled bytes - parked - queued`.
 //!
 //! Parked bytes are not counted at all: the tally owns the owner's stacks
-//! ([`StackBlock`]), each of which keeps its length in an atomic word the
-//! owner loads and stores plainly, and a reader multiplies the lengths by
-//! the class sizes. Queued bytes change with a `fetch_add` on the
+//! ([`StackBlock`]), each of which keeps its length in an atomic word that
+//! the owner loads and stores as plainly as any other field (the hot path
+//! writes nothing else for the metrics), and a reader multiplies the
+//! lengths by the class sizes. Queued bytes change with a `fetch_add` on the
 //! cross-thread release path, which already does atomic work on the same
 //! cache's shared part, and a `fetch_sub` when the queue is drained (a slow
 //! path).
@@ -24,7 +25,8 @@ use crate::memory::MemoryKind;
 use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::thread_cache::{SharedRef, StackBlock};
 
-/// One thread cache's published figures and its trim request flag.
+/// What the pool reads of one thread cache (its stacks' lengths, its
+/// queued bytes) and its trim request flag.
 #[derive(Debug)]
 pub(crate) struct CacheTally {
     /// The owner's stacks, heap then direct (`MemoryKind::index`), whose
