@@ -1123,8 +1123,9 @@ struct Stack {
     /// in one word so that a hit updates both with one subtraction and
     /// tests both with one mask ([`POP_GUARD`]). Written by the owner only,
     /// with plain stores (relaxed); read by metrics on any thread. A copy
-    /// elsewhere for the metrics cost a store per hit and per release:
-    /// `hot` 8.4 -> 8.1 ns per pair without it (BENCHMARKS.md, session 10).
+    /// elsewhere for the metrics cost a load and a store per hit and per
+    /// release: `hot` 8.4 -> 7.9 ns per pair without it (BENCHMARKS.md,
+    /// session 10).
     word: StatAtomicU32,
     /// `room << LEN_SHIFT`: a word below it has room for a push.
     room_word: Cell<u32>,
@@ -1169,8 +1170,8 @@ impl Stack {
     /// The length and the hits left: a plain, non-atomic load. An atomic
     /// one, even relaxed, kept the compiler from reading a released
     /// buffer's bytes from where the buffer was built rather than from the
-    /// copy its move made: one more store-to-load wait per pair, `hot` 8.0
-    /// -> 8.8 ns.
+    /// copy its move made: one more store-to-load wait per pair, `hot` 8.8
+    /// ns per pair instead of 8.0.
     #[inline(always)]
     fn word(&self) -> u32 {
         // Only the owner writes the word, on this thread; other threads only read it (atomically), and reads do not
