@@ -1587,9 +1587,11 @@ pub(crate) struct ThreadCache {
     trim_interval: u32,
     trim_period: Option<Duration>,
     last_trim: Instant,
-    /// The shared part's tally, reached without going through `shared`; it
-    /// holds the stacks' length words, so it is declared (and dropped) after
-    /// `kinds`, and dropped with the cache at the earliest.
+    /// The shared part's tally, reached without going through `shared`. It
+    /// owns the stacks that `kinds` views, so the views stay valid while
+    /// the cache holds it; the registry and the shared part hold it too,
+    /// so that the metrics can read the stacks' lengths until the cache is
+    /// deregistered.
     tally: Arc<CacheTally>,
     /// The stack the last region for a buffer came from: where a release on
     /// this thread most likely goes (see [`release_to_last_hit`](Self::release_to_last_hit)).
@@ -1807,9 +1809,10 @@ impl ThreadCache {
     #[inline(always)]
     fn take_slot(&mut self, kind: MemoryKind, size: usize) -> Option<(NonNull<CachedRegion>, Marks)> {
         let idx = self.lookup.index_of(size)?;
-        let at = self.kinds[kind.index()].stacks.at(idx);
+        let stacks = &self.kinds[kind.index()].stacks;
+        let at = stacks.at(idx);
         // None also on the slow path's turn, which counts the class's hits.
-        let slot = self.kinds[kind.index()].stack(idx).pop_slot()?;
+        let slot = stacks.get(idx).pop_slot()?;
         Some((slot, self.took(kind, idx, at, slot)))
     }
 
@@ -1868,8 +1871,9 @@ impl ThreadCache {
     /// The slow path's take: the newest cached region of class `idx` of
     /// `kind` for a buffer, counted as a hit or the class's turn.
     fn take(&mut self, kind: MemoryKind, idx: usize) -> Option<(Allocation, Counted)> {
-        let at = self.kinds[kind.index()].stacks.at(idx);
-        let (slot, turn) = self.kinds[kind.index()].stack(idx).pop_slot_counting(self.reload)?;
+        let stacks = &self.kinds[kind.index()].stacks;
+        let at = stacks.at(idx);
+        let (slot, turn) = stacks.get(idx).pop_slot_counting(self.reload)?;
         self.took(kind, idx, at, slot);
         // SAFETY: just popped for this allocation; nothing pushes in between.
         Some((unsafe { Allocation::from_slot(slot) }, if turn { Counted::Turn } else { Counted::Hit }))
