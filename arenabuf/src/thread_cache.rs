@@ -1191,8 +1191,8 @@ impl Stack {
     #[inline(always)]
     fn slots(&self) -> &[CachedRegion] {
         // Only the owner thread reaches the slots (a stack is `!Sync`, and `StackBlock` shares the words alone).
-        // SAFETY: a `slots_mut` reference lives only within the method that took it, which calls nothing that
-        // reaches this one meanwhile.
+        // A `slots_mut` reference lives only within the method that took it, which calls nothing that reaches this.
+        // SAFETY: so no `slots_mut` reference is alive now.
         unsafe { &*self.slots.get() }
     }
 
@@ -1456,8 +1456,8 @@ impl StackBlock {
 
 impl Drop for StackBlock {
     fn drop(&mut self) {
-        // SAFETY: `base` and `len` came from a leaked `Box<[Stack]>`, dropped once, here; the owner's view is
-        // gone (its cache held the tally that held this block).
+        // The owner's view is gone: its cache held the tally that held this block.
+        // SAFETY: `base` and `len` came from a leaked `Box<[Stack]>`, dropped once, here, and nothing else uses it.
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.len)) });
     }
 }
