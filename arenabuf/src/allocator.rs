@@ -19,9 +19,6 @@ use crate::thread_local;
 /// Netty's default maximum capacity of a buffer.
 pub const DEFAULT_MAX_CAPACITY: usize = i32::MAX as usize;
 
-// A cache hit (a pooled class, at most a chunk) never needs a larger maximum (`buffer_of`).
-const _: () = assert!(crate::size_class::MAX_CHUNK_SIZE <= DEFAULT_MAX_CAPACITY);
-
 /// Ids for pools: small integers, reused after a pool is dropped, so that
 /// each thread's table of caches stays as short as the number of pools
 /// alive at once.
@@ -438,9 +435,7 @@ impl PooledAllocator {
     #[track_caller]
     fn buffer_of(&self, kind: MemoryKind, capacity: usize) -> ByteBuf {
         match thread_cache::cache_hit(&self.pool_id, kind, capacity) {
-            // A hit is of a pooled class, at most a chunk, below the default maximum capacity (checked at
-            // compile time below), so the maximum is the default without a comparison.
-            Some(hit) => hit.into_buffer(capacity, DEFAULT_MAX_CAPACITY),
+            Some(hit) => hit.into_buffer(capacity, DEFAULT_MAX_CAPACITY.max(capacity)),
             None => self.buffer_slow(kind, capacity),
         }
     }

@@ -21,7 +21,7 @@ const LOG2_GROUP: u32 = 2;
 /// Sizes up to this bound are looked up in a table.
 const LOOKUP_MAX: usize = 4096;
 /// The largest chunk the pool builds: handles keep run offsets in 15 bits.
-pub(crate) const MAX_CHUNK_SIZE: usize = 1 << 30;
+const MAX_CHUNK_SIZE: usize = 1 << 30;
 /// The largest max order: runs are counted in 15-bit page numbers.
 pub(crate) const MAX_ORDER_LIMIT: u32 = 14;
 /// The smallest page size.
