@@ -20,6 +20,12 @@
 //! Everything else (misses, huge and unpooled buffers, other pools, other
 //! threads) takes the out-of-line slow paths.
 //!
+//! A stack keeps its length in an atomic word that the owner loads and
+//! stores as plainly as any field; the pool's metrics read those words on
+//! any thread ([`StackBlock`], owned by the cache's tally), so the hot path
+//! writes nothing for the metrics. A pop leaves its region in the slot, so
+//! releasing the region popped last only moves the word back.
+//!
 //! # Cross-thread release
 //!
 //! A buffer released on another thread goes back to the cache of the thread
