@@ -209,15 +209,15 @@ impl Arena {
     ///
     /// # Panics
     ///
-    /// As [`free`](Self::free), and when `ptr` does not start a region of
-    /// the chunk: the pool is left unchanged.
+    /// When the region was already given back, or `ptr` does not start a
+    /// region of the chunk: the pool is left unchanged.
     pub(crate) fn free_at(&self, chunk: u32, ptr: NonNull<u8>, size_idx: usize) {
         let classes = &*self.classes;
         let (elem_size, small) = (classes.size_of(size_idx), classes.is_small(size_idx));
         self.free_region(chunk, size_idx, |c| c.handle_at(ptr, elem_size, small));
     }
 
-    /// [`free`](Self::free) with the handle read under the lock.
+    /// Gives back a region of `chunk`, whose handle is read under the lock.
     fn free_region(&self, chunk: u32, size_idx: usize, handle: impl FnOnce(&Chunk) -> Handle) {
         let classes = &*self.classes;
         let destroyed = {
