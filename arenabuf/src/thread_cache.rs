@@ -122,16 +122,17 @@ impl RemoteBatch {
         self.regions.push(region);
     }
 
-    fn total_bytes(&self) -> u64 {
-        self.bytes.iter().sum()
+    /// Whether the batch goes out now: at [`OUTBOX_REGIONS`] regions or
+    /// [`OUTBOX_BYTES`] bytes, whoever gathers it.
+    #[inline(always)]
+    fn is_full(&self) -> bool {
+        self.regions.len() >= OUTBOX_REGIONS || self.bytes.iter().sum::<u64>() >= OUTBOX_BYTES
     }
 
     /// Gives every region back to its arena, `shared`'s of its kind (the
     /// regions are `shared`'s cache's), and the storage to `shared`'s spares.
-    fn free_to_arenas(mut self, shared: &CacheShared) {
-        for region in self.regions.drain(..) {
-            region.free_to_arena(shared);
-        }
+    fn free_to_arenas(self, shared: &CacheShared) {
+        CachedRegion::free_all_to_arena(&self.regions, shared);
         shared.recycle(self.regions);
     }
 }
@@ -1014,7 +1015,7 @@ impl Outbox {
     #[inline(always)]
     fn push(&mut self, region: RemoteRegion, size: u64) {
         self.batch.push(region, size);
-        if self.batch.regions.len() >= OUTBOX_REGIONS || self.batch.total_bytes() >= OUTBOX_BYTES {
+        if self.batch.is_full() {
             self.send();
         }
     }
@@ -1078,6 +1079,11 @@ impl CachedRegion {
     fn free_to_arena(self, shared: &CacheShared) {
         debug_assert_eq!(self.owner, NonNull::from(shared).cast());
         shared.arena(self.meta.kind()).free_at(self.meta.chunk(), self.ptr, self.meta.size_idx().into());
+    }
+
+    /// [`free_to_arena`](Self::free_to_arena) for each of `regions`.
+    fn free_all_to_arena(regions: &[CachedRegion], shared: &CacheShared) {
+        regions.iter().for_each(|region| region.free_to_arena(shared));
     }
 
     fn meta_for(kind: MemoryKind, chunk: u32, size_idx: usize) -> Meta {
@@ -1970,9 +1976,10 @@ impl ThreadCache {
     /// it has room for a whole one (so that none of the class's regions
     /// goes to the arena): at the slow path's turns and misses. Taken only
     /// when the stack ran dry, a busy class's batches came in bursts of
-    /// four, after the longest wait in the queue. `xthread`, six interleaved rounds,
-    /// those in the host's usual mode: 256 B 59 -> 55 ns per buffer, 1 KiB
-    /// 55 -> 53, 16 KiB 50 -> 46; 64 B, 4 KiB and `mixed` unchanged.
+    /// four, after the longest wait in the queue. `xthread`, six
+    /// interleaved rounds, those in the host's usual mode: 256 B 59 -> 55 ns
+    /// per buffer, 1 KiB 55 -> 53, 16 KiB 50 -> 46; 64 B, 4 KiB and `mixed`
+    /// unchanged.
     fn top_up(&mut self, k: usize, idx: usize) {
         let room = |cache: &mut ThreadCache| {
             let stack = cache.kinds[k].stack(idx);
@@ -2007,7 +2014,7 @@ impl ThreadCache {
     fn park_all(&mut self, regions: &[RemoteRegion]) {
         // SAFETY: as in `shared()`; a separate borrow so that `park_runs` can take `&mut self`.
         let shared = unsafe { self.shared.as_ref() };
-        self.park_runs(regions, |_, left| left.iter().for_each(|region| region.free_to_arena(shared)));
+        self.park_runs(regions, |_, left| CachedRegion::free_all_to_arena(left, shared));
     }
 
     /// [`park_all`](Self::park_all) with the regions a stack has no room
@@ -2039,14 +2046,14 @@ impl ThreadCache {
             let Some(batch) = shared.pop_remote() else { break };
             self.park_runs(&batch.regions, |stack, left| {
                 if stack.hits() < stack.capacity {
-                    return left.iter().for_each(|region| region.free_to_arena(shared));
+                    return CachedRegion::free_all_to_arena(left, shared);
                 }
                 for &region in left {
                     if held.regions.is_empty() {
                         held.regions = shared.batch_storage();
                     }
                     held.push(region, u64::from(shared.cached_sizes[usize::from(region.meta.size_idx())]));
-                    if held.regions.len() == OUTBOX_REGIONS {
+                    if held.is_full() {
                         shared.queue_or_free(std::mem::take(&mut held));
                     }
                 }
