@@ -16,6 +16,14 @@ misses is marked ("misses it too") and counted apart: `floor` with that
 handle does no allocator work at all, so no allocator carrying a handle of
 that size would meet the target on this machine (a reference, not a proof:
 its figures move with the load like every other).
+
+`floor` takes its blocks from `malloc`, whose 16-byte headers put the last
+word a workload touches in one block next to the first word of the next
+one. With `floor-packed` and `floor-packed-wide` in the input (blocks end
+to end at exactly the class size, as an allocator without headers lays
+them out: arenabuf, jemalloc), a target `floor-packed-wide` misses is
+marked too, and counted apart when `floor-wide` meets it: out of reach for
+an allocator that packs its blocks and carries arenabuf's handle.
 """
 import collections
 import os
@@ -25,7 +33,9 @@ BASELINES = ("system", "mimalloc", "jemalloc")
 # References with arenabuf's handle size (`bench --impl floor-wide,mimalloc-wide`)
 # and with a 32-byte one (`floor-w32,mimalloc-w32`), shown next to the
 # targets they bear on when the input has them.
-WIDE = ("floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32")
+WIDE = ("floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32", "floor-packed", "floor-packed-wide")
+# The references whose miss marks a target as out of reach for what they stand for.
+FLOORS = ("floor-wide", "floor-w32", "floor-packed", "floor-packed-wide")
 OURS = "arenabuf-direct"
 # The default pool on this machine: min(2 x cores, memory / chunk / 6) arenas
 # per kind (the memory term is far larger here) of 4 MiB chunks.
@@ -67,7 +77,7 @@ def main():
             ratio = ratio_to_best(row or {}, impl)[1 if against_system else 0]
             if ratio is not None:
                 wide += f"  {impl} {ratio:.2f}"
-                if impl in ("floor-wide", "floor-w32") and ratio > limit:
+                if impl in FLOORS and ratio > limit:
                     wide += ": misses it too"
                     missed_by[label].add(impl)
         if value is None:
@@ -110,6 +120,8 @@ def main():
     # Missed targets that floor meets but floor-wide (floor-w32) misses too.
     out_of_reach_wide = 0
     out_of_reach_w32 = 0
+    # Missed targets that floor and floor-wide meet but floor-packed-wide misses.
+    out_of_reach_packed = 0
     for label, value, limit, verdict, floor, wide in results:
         shown = "-" if value is None else f"{value:.2f}"
         at_least = "throughput" in label
@@ -122,12 +134,17 @@ def main():
         if verdict == "MISSED" and "out of reach on" not in note:
             out_of_reach_wide += "floor-wide" in missed_by.get(label, ())
             out_of_reach_w32 += "floor-w32" in missed_by.get(label, ())
+            out_of_reach_packed += {"floor-wide", "floor-packed-wide"} & missed_by.get(label, set()) == {
+                "floor-packed-wide"
+            }
         print(f"{verdict:7} {label:50} {shown:>7}  (target {'>=' if at_least else '<='} {limit}){note}{wide}")
     missed = sum(1 for r in results if r[3] == "MISSED")
     missing = sum(1 for r in results if r[3] == "missing")
     wide_note = f"; floor-wide misses {out_of_reach_wide} more" if out_of_reach_wide else ""
     if out_of_reach_w32:
         wide_note += f", floor-w32 {out_of_reach_w32} of those"
+    if out_of_reach_packed:
+        wide_note += f"; floor-packed-wide {out_of_reach_packed} more"
     print(f"{len(results) - missed - missing} of {len(results)} targets met, {missed} missed"
           f" ({out_of_reach} of them out of reach even for the floor reference{wide_note}), {missing} without data")
     sys.exit(0 if missed + missing == 0 else 1)

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 use crate::impls::{
-    self, Arenabuf, BufAlloc, Bytes, Floor, FloorW32, FloorWide, Jemalloc, Mimalloc, MimallocW32, MimallocWide, System,
+    self, Arenabuf, BufAlloc, Bytes, Floor, FloorPacked, FloorPackedWide, FloorW32, FloorWide, Jemalloc, Mimalloc,
+    MimallocW32, MimallocWide, System,
 };
 use crate::workloads::{self, Outcome, Size, XorShift, SEED};
 
@@ -96,6 +97,8 @@ pub fn make(name: &str) -> Option<Box<dyn Runner>> {
         "floor-wide" => Box::new(FloorWide::new(Floor)),
         "mimalloc-wide" => Box::new(MimallocWide::new(Mimalloc)),
         "floor-w32" => Box::new(FloorW32::new(Floor)),
+        "floor-packed" => Box::new(FloorPacked),
+        "floor-packed-wide" => Box::new(FloorPackedWide::new(FloorPacked)),
         "mimalloc-w32" => Box::new(MimallocW32::new(Mimalloc)),
         _ => return None,
     })
@@ -330,4 +333,72 @@ pub fn table(rows: &[Row], impls: &[String]) -> String {
     }
     let _ = writeln!(out, "(ns/op unless the row says otherwise; direct/best = arenabuf-direct over the best of system, bytesmut, mimalloc, jemalloc; lower is better)");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::impls::{ALL, EXTRA};
+
+    /// Every name the command line accepts builds an implementation, which
+    /// runs the workloads it claims to and reads back what they wrote (the
+    /// checksums depend only on those bytes, so they match `floor`'s, or
+    /// `system`'s where `floor` does not run).
+    #[test]
+    fn every_listed_implementation_builds_and_runs() {
+        let (floor, system) = (make("floor").expect("floor"), make("system").expect("system"));
+        let cases = [
+            (Workload::Hot, Size::Fixed(256), 1),
+            (Workload::Window, Size::Fixed(1024), 1),
+            (Workload::Window, Size::Mixed, 1),
+            (Workload::WindowMt, Size::Fixed(4096), 2),
+            (Workload::Xthread, Size::Fixed(256), 1),
+        ];
+        for name in ALL.iter().chain(&EXTRA) {
+            let runner = make(name).unwrap_or_else(|| panic!("{name} is listed but not built"));
+            for &(workload, size, threads) in &cases {
+                if !runner.runs(workload) {
+                    continue;
+                }
+                let ops = 20_000;
+                let got = runner.run(workload, size, threads, ops).checksum;
+                let reference = if floor.runs(workload) { &floor } else { &system };
+                let want = reference.run(workload, size, threads, ops).checksum;
+                assert_eq!(got, want, "{name}: {} {} x{threads}", workload.name(), size.label());
+            }
+        }
+    }
+
+    /// Fills every live block of `imp` whole with its own byte, then checks
+    /// them all: a block shorter than asked, or overlapping another, fails.
+    fn blocks_are_whole_and_disjoint<A: BufAlloc>(imp: &A) {
+        let mut rng = XorShift::new(SEED);
+        for _round in 0..3 {
+            let mut live: Vec<(A::Buf, usize, u8)> = (0..600)
+                .map(|i| {
+                    let size = Size::Mixed.draw(&mut rng) % 70_000 + 1;
+                    let mut buf = imp.alloc(size);
+                    let byte = (i % 251) as u8;
+                    // SAFETY: the block has at least `size` writable bytes.
+                    unsafe { A::ptr(&mut buf).write_bytes(byte, size) };
+                    (buf, size, byte)
+                })
+                .collect();
+            for (buf, size, byte) in &mut live {
+                // SAFETY: as above; written whole just before.
+                let bytes = unsafe { std::slice::from_raw_parts(A::ptr(buf), *size) };
+                assert!(bytes.iter().all(|b| b == byte), "a block of {size} bytes was overwritten");
+            }
+            // Half back in a scattered order, the rest in order: reuse mixes them.
+            let (odd, even): (Vec<_>, Vec<_>) = live.into_iter().enumerate().partition(|(i, _)| i % 2 == 1);
+            odd.into_iter().chain(even).for_each(|(_, (buf, _, _))| imp.release(buf));
+        }
+    }
+
+    #[test]
+    fn floor_blocks_are_whole_and_disjoint() {
+        blocks_are_whole_and_disjoint(&Floor);
+        blocks_are_whole_and_disjoint(&FloorPacked);
+        blocks_are_whole_and_disjoint(&FloorPackedWide::new(FloorPacked));
+    }
 }

@@ -7,8 +7,9 @@
 //!   [--runs N] [--scale F] [--tsv] [--svg FILE]`: any BENCH_SPEC workloads;
 //!   lists are comma-separated or the flag repeated. Every implementation
 //!   runs unless `--impl` names some; the references `floor-wide`,
-//!   `mimalloc-wide`, `floor-w32` and `mimalloc-w32` (see `impls::Wide`)
-//!   run only when named.
+//!   `mimalloc-wide`, `floor-w32` and `mimalloc-w32` (see `impls::Wide`),
+//!   `floor-packed` and `floor-packed-wide` (see `impls::FloorPacked`) run
+//!   only when named.
 //! * `arenabuf classes`, `arenabuf demo`: the size-class table, a pool walk.
 //! * `arenabuf stats [--svg FILE]`: a mixed workload, `dump_stats()`, and a
 //!   picture of every chunk.
