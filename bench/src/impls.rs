@@ -311,20 +311,46 @@ pub struct FloorBuf {
     class: u64,
 }
 
-impl BufAlloc for Floor {
+/// Where a floor reference's blocks come from: one thread's LIFO lists of
+/// blocks per power-of-two class.
+pub trait FloorBlocks: Sync {
+    /// A block of `1 << class` bytes.
+    fn take(class: u32) -> *mut u8;
+    /// Lists a block that [`take`](Self::take) gave for `class`.
+    fn give(class: u32, block: *mut u8);
+    /// Frees the listed blocks, where the reference can.
+    fn free_listed() {}
+}
+
+impl FloorBlocks for Floor {
+    #[inline]
+    fn take(class: u32) -> *mut u8 {
+        let reused = FLOOR.with(|lists| lists.borrow_mut().0[class as usize].pop());
+        reused.unwrap_or_else(|| {
+            // SAFETY: malloc has no preconditions; null is checked.
+            let ptr = unsafe { libc::malloc(1 << class) }.cast::<u8>();
+            assert!(!ptr.is_null(), "floor out of memory");
+            ptr
+        })
+    }
+
+    #[inline]
+    fn give(class: u32, block: *mut u8) {
+        FLOOR.with(|lists| lists.borrow_mut().0[class as usize].push(block));
+    }
+
+    fn free_listed() {
+        FLOOR.with(|lists| lists.borrow_mut().free_all());
+    }
+}
+
+impl<F: FloorBlocks> BufAlloc for F {
     type Buf = FloorBuf;
 
     #[inline]
     fn alloc(&self, size: usize) -> FloorBuf {
         let class = size.max(16).next_power_of_two().trailing_zeros();
-        let reused = FLOOR.with(|lists| lists.borrow_mut().0[class as usize].pop());
-        let ptr = reused.unwrap_or_else(|| {
-            // SAFETY: malloc has no preconditions; null is checked.
-            let ptr = unsafe { libc::malloc(1 << class) }.cast::<u8>();
-            assert!(!ptr.is_null(), "floor out of memory");
-            ptr
-        });
-        FloorBuf { addr: ptr as usize, class: class.into() }
+        FloorBuf { addr: F::take(class) as usize, class: class.into() }
     }
 
     #[inline]
@@ -334,11 +360,11 @@ impl BufAlloc for Floor {
 
     #[inline]
     fn release(&self, buf: FloorBuf) {
-        FLOOR.with(|lists| lists.borrow_mut().0[buf.class as usize].push(buf.addr as *mut u8));
+        F::give(buf.class as u32, buf.addr as *mut u8);
     }
 
     fn trim(&self) {
-        FLOOR.with(|lists| lists.borrow_mut().free_all());
+        F::free_listed();
     }
 
     fn runs(&self, workload: crate::harness::Workload) -> bool {
@@ -355,37 +381,25 @@ impl BufAlloc for Floor {
 /// (and a page) with the first word of the next; here it never does. Where
 /// `floor-packed` misses a target that `floor` meets, the target asks for
 /// glibc's block layout rather than for less allocator work. Slabs are
-/// freed when their thread exits; [`BufAlloc::trim`] keeps them.
+/// freed when their thread exits; [`BufAlloc::trim`] keeps them (live blocks
+/// share them).
 pub struct FloorPacked;
 
-impl BufAlloc for FloorPacked {
-    type Buf = FloorBuf;
-
+impl FloorBlocks for FloorPacked {
     #[inline]
-    fn alloc(&self, size: usize) -> FloorBuf {
-        let class = size.max(16).next_power_of_two().trailing_zeros();
-        let ptr = PACKED.with(|lists| {
+    fn take(class: u32) -> *mut u8 {
+        PACKED.with(|lists| {
             let mut lists = lists.borrow_mut();
             if lists.blocks[class as usize].is_empty() {
                 lists.carve(class);
             }
             lists.blocks[class as usize].pop().expect("just carved")
-        });
-        FloorBuf { addr: ptr as usize, class: class.into() }
+        })
     }
 
     #[inline]
-    fn ptr(buf: &mut FloorBuf) -> *mut u8 {
-        buf.addr as *mut u8
-    }
-
-    #[inline]
-    fn release(&self, buf: FloorBuf) {
-        PACKED.with(|lists| lists.borrow_mut().blocks[buf.class as usize].push(buf.addr as *mut u8));
-    }
-
-    fn runs(&self, workload: crate::harness::Workload) -> bool {
-        Floor.runs(workload)
+    fn give(class: u32, block: *mut u8) {
+        PACKED.with(|lists| lists.borrow_mut().blocks[class as usize].push(block));
     }
 }
 
