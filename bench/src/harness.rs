@@ -88,7 +88,8 @@ impl<A: BufAlloc> Runner for A {
 /// Builds the implementation called `name`.
 pub fn make(name: &str) -> Option<Box<dyn Runner>> {
     Some(match name {
-        "arenabuf-direct" | "arenabuf-heap" | "arenabuf-nocache" => Box::new(Arenabuf::new(name)),
+        "arenabuf-direct" | "arenabuf-nocache" => Box::new(Arenabuf::<true>::new(name)),
+        "arenabuf-heap" => Box::new(Arenabuf::<false>::new(name)),
         "system" => Box::new(System),
         "bytesmut" => Box::new(Bytes),
         "mimalloc" => Box::new(Mimalloc),

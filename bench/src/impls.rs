@@ -53,30 +53,32 @@ pub trait BufAlloc: Sync {
     }
 }
 
-/// arenabuf, direct or heap memory.
-pub struct Arenabuf {
+/// arenabuf, direct (`DIRECT`) or heap memory: one type per kind, so that
+/// each call site compiles to one hit path, as a user's call of
+/// `direct_buffer` or `heap_buffer` does, instead of a call to a function
+/// holding both.
+pub struct Arenabuf<const DIRECT: bool> {
     pub alloc: PooledAllocator,
-    pub direct: bool,
 }
 
-impl Arenabuf {
-    pub fn new(name: &str) -> Arenabuf {
+impl<const DIRECT: bool> Arenabuf<DIRECT> {
+    pub fn new(name: &str) -> Arenabuf<DIRECT> {
         let alloc = match name {
             "arenabuf-nocache" => {
                 PooledAllocator::builder().small_cache_size(0).normal_cache_size(0).build().expect("valid settings")
             }
             _ => PooledAllocator::new(),
         };
-        Arenabuf { alloc, direct: name != "arenabuf-heap" }
+        Arenabuf { alloc }
     }
 }
 
-impl BufAlloc for Arenabuf {
+impl<const DIRECT: bool> BufAlloc for Arenabuf<DIRECT> {
     type Buf = ByteBuf;
 
     #[inline]
     fn alloc(&self, size: usize) -> ByteBuf {
-        if self.direct {
+        if DIRECT {
             self.alloc.direct_buffer(size)
         } else {
             self.alloc.heap_buffer(size)
