@@ -747,11 +747,11 @@ impl Allocation {
     /// path: false when it did nothing.
     #[inline(always)]
     fn release_foreign(&self) -> bool {
-        // Everything is read inside the closure: read before the outbox's
-        // first-use check, which has a call on its cold side, the buffer's
-        // fields were held in callee-saved registers across it, and every
-        // foreign release saved and restored six registers (`xthread` 256 B,
-        // callgrind: 105 -> 99 instructions per buffer on the releasing thread).
+        // The buffer is read inside the closure. Read before it, its fields
+        // stayed in callee-saved registers across the outbox's first-use
+        // check (which has a call on its cold side), and every foreign release
+        // saved and restored six registers (`xthread` 256 B, callgrind: 105 ->
+        // 99 instructions per buffer on the releasing thread).
         let added = thread_local::with_outbox(|outbox| {
             // A cached, untracked allocation (the caller checked) is counted
             // in its shared part's outstanding buffers.

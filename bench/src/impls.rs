@@ -15,7 +15,7 @@ pub const ALL: [&str; 8] =
 
 /// References run only when asked for (`--impl`): an allocator whose
 /// buffers are carried in handles as large as arenabuf's, or of 32 bytes
-/// (see [`Wide`]).
+/// (see [`Wide`]), and `floor` with its blocks packed (see [`FloorPacked`]).
 pub const EXTRA: [&str; 6] =
     ["floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32", "floor-packed", "floor-packed-wide"];
 
