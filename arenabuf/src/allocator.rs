@@ -630,7 +630,7 @@ impl PooledAllocator {
     /// let stats = alloc.dump_stats();
     /// assert!(stats.contains("heap arena 0:"));
     /// assert!(stats.contains("chunk: usage 1%"));
-    /// assert!(stats.contains("512 B x 16: 1 used, 15 free"));
+    /// assert!(stats.contains("512 B x 47: 1 used, 46 free"));
     /// # Ok::<(), arenabuf::ConfigError>(())
     /// ```
     #[must_use]

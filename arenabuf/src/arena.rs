@@ -19,7 +19,7 @@ use crate::error::AllocError;
 use crate::memory::{Backing, MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{ArenaMetric, ChunkListMetric, ChunkMetric, SubpageMetric};
 use crate::size_class::SizeClasses;
-use crate::subpage::{shape_for, Freed, SubpagePools, SubpageRef, SubpageShape};
+use crate::subpage::{coloured_shape_for, Freed, SubpagePools, SubpageRef, SubpageShape};
 use crate::sync::{lock, Arc, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// A region handed out by an arena: where it is and how to give it back.
@@ -89,7 +89,7 @@ impl Arena {
         chunk_backing: Backing,
     ) -> Arena {
         let shapes = (0..classes.num_small_classes())
-            .map(|idx| shape_for(classes.size_of(idx), classes.page_size(), classes.chunk_pages()))
+            .map(|idx| coloured_shape_for(classes.size_of(idx), classes.page_size(), classes.chunk_pages()))
             .collect();
         let state = ArenaState {
             lists: ChunkLists::new(classes.chunk_size()),
@@ -476,12 +476,13 @@ mod tests {
     fn a_subpage_serves_its_elements_before_a_new_one_is_cut() {
         let a = arena(MemoryKind::Heap, None);
         let idx = a.size_classes().index_of(512).unwrap();
-        let regions: Vec<PooledRegion> = (0..17).map(|_| a.allocate(idx).unwrap()).collect();
+        let per_run = a.shapes[idx].max_elems as usize;
+        let regions: Vec<PooledRegion> = (0..=per_run).map(|_| a.allocate(idx).unwrap()).collect();
         let pages: Vec<u32> = regions.iter().map(|r| r.handle.run_offset()).collect();
-        assert!(pages[..16].iter().all(|&p| p == pages[0]));
-        assert_ne!(pages[16], pages[0]);
+        assert!(pages[..per_run].iter().all(|&p| p == pages[0]));
+        assert_ne!(pages[per_run], pages[0]);
         let base = regions[0].ptr.as_ptr() as usize;
-        for (i, r) in regions[..16].iter().enumerate() {
+        for (i, r) in regions[..per_run].iter().enumerate() {
             assert_eq!(r.ptr.as_ptr() as usize - base, i * 512);
         }
         for r in &regions {
@@ -492,7 +493,7 @@ mod tests {
         let state = lock(&a.state);
         let chunk = state.lists.get(regions[0].chunk);
         assert!(!chunk.subpages().get(pages[0]).in_use());
-        assert!(chunk.subpages().get(pages[16]).in_use());
+        assert!(chunk.subpages().get(pages[per_run]).in_use());
     }
 
     #[test]

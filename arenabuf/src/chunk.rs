@@ -220,7 +220,8 @@ impl Chunk {
     pub(crate) fn region_ptr(&self, handle: Handle, elem_size: usize) -> NonNull<u8> {
         let mut offset = (handle.run_offset() as usize) << self.page_shift;
         if handle.is_subpage() {
-            offset += handle.element_index() as usize * elem_size;
+            offset +=
+                self.subpages.get(handle.run_offset()).first_offset() + handle.element_index() as usize * elem_size;
         }
         assert!(offset < self.memory.len(), "handle outside its chunk");
         // SAFETY: `offset` is inside the block (checked above), so the result
@@ -246,8 +247,12 @@ impl Chunk {
         let pages = self.run_head[start as usize] >> 1;
         let within = offset - ((start as usize) << self.page_shift);
         if subpage {
-            assert!(within % elem_size == 0, "arenabuf: an address inside a subpage element");
-            Handle::element(start, pages, (within / elem_size) as u32)
+            let first = self.subpages.get(start).first_offset();
+            assert!(
+                within >= first && (within - first) % elem_size == 0,
+                "arenabuf: an address inside a subpage element"
+            );
+            Handle::element(start, pages, ((within - first) / elem_size) as u32)
         } else {
             assert!(within == 0, "arenabuf: an address inside a run");
             Handle::run(start, pages)
@@ -533,6 +538,38 @@ mod tests {
         }
         c.retire_subpage(&classes, page);
         assert_eq!(c.free_bytes(), classes.chunk_size());
+    }
+
+    #[test]
+    fn coloured_elements_start_past_their_colour_and_map_back_to_their_handles() {
+        let (classes, mut c) = chunk(9);
+        let idx = classes.index_of(256).unwrap();
+        let shape = crate::subpage::coloured_shape_for(256, 8192, classes.chunk_pages());
+        assert!(shape.colours > 1);
+        for colour in 0..shape.colours as usize {
+            let page = c.allocate_subpage(&classes, idx, shape).unwrap();
+            let run_start = c.region_ptr(Handle::run(page, shape.run_pages), 0).as_ptr() as usize;
+            for e in 0..shape.max_elems as usize {
+                let h = c.allocate_element(page).unwrap();
+                let ptr = c.region_ptr(h, 256);
+                assert_eq!(ptr.as_ptr() as usize - run_start, colour * 64 + e * 256);
+                assert_eq!(c.handle_at(ptr, 256, true), h);
+            }
+            // The last element ends inside the run.
+            assert!(colour * 64 + shape.max_elems as usize * 256 <= shape.run_pages as usize * 8192);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "inside a subpage element")]
+    fn the_start_of_a_coloured_run_is_not_an_element() {
+        let (classes, mut c) = chunk(9);
+        let idx = classes.index_of(256).unwrap();
+        let shape = crate::subpage::coloured_shape_for(256, 8192, classes.chunk_pages());
+        c.allocate_subpage(&classes, idx, shape).unwrap(); // colour 0
+        let page = c.allocate_subpage(&classes, idx, shape).unwrap(); // colour 1: elements from byte 64
+        let run_start = c.region_ptr(Handle::run(page, shape.run_pages), 0);
+        c.handle_at(run_start, 256, true);
     }
 
     #[test]

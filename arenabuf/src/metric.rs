@@ -295,11 +295,11 @@ impl ArenaMetric {
     ///
     /// ```
     /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
-    /// let _buf = alloc.heap_buffer(500); // the 512-byte class: 16 per page
+    /// let _buf = alloc.heap_buffer(500); // the 512-byte class: 47 per 3-page run
     /// let metric = alloc.metric();
     /// let subpage = &metric.heap_arenas()[0].small_subpages()[0];
     /// assert_eq!(subpage.element_size(), 512);
-    /// assert_eq!((subpage.max_num_elements(), subpage.num_available()), (16, 15));
+    /// assert_eq!((subpage.max_num_elements(), subpage.num_available()), (47, 46));
     /// # Ok::<(), arenabuf::ConfigError>(())
     /// ```
     #[must_use]
@@ -773,8 +773,8 @@ impl SubpageMetric {
     ///
     /// ```
     /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
-    /// let _buf = alloc.heap_buffer(1500); // 3 pages of 1536-byte elements
-    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].max_num_elements(), 16);
+    /// let _buf = alloc.heap_buffer(1500); // 7 pages of 1536-byte elements
+    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].max_num_elements(), 37);
     /// # Ok::<(), arenabuf::ConfigError>(())
     /// ```
     #[must_use]
@@ -789,7 +789,7 @@ impl SubpageMetric {
     /// ```
     /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
     /// let (_a, _b) = (alloc.heap_buffer(500), alloc.heap_buffer(500));
-    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].num_available(), 14);
+    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].num_available(), 45);
     /// # Ok::<(), arenabuf::ConfigError>(())
     /// ```
     #[must_use]

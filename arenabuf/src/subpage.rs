@@ -6,6 +6,11 @@
 //! allocator. Each subpage has a bitmap of used elements; the element freed
 //! last is the next handed out, because its cache lines are the warmest.
 //!
+//! A subpage's elements start a few cache lines into its run (its colour),
+//! and runs of one class take turns at the colours ([`coloured_shape_for`]):
+//! elements packed at a power-of-two stride would otherwise put the same
+//! byte of every element in the same few cache sets.
+//!
 //! Per arena and small class, the subpages that have free elements form a
 //! doubly linked list ([`SubpagePools`]) threaded through the subpages
 //! themselves, across chunks: a full subpage leaves it, a subpage that gets
@@ -16,6 +21,21 @@
 const MAX_ELEMENTS_SHIFT: u32 = 4;
 const NONE: u32 = u32::MAX;
 
+/// A cache line: the step between two colours.
+const LINE: usize = 64;
+/// The byte period of the cache's set index as far as an allocator can see
+/// it: virtual and physical addresses agree in the 12 bits below a 4 KiB
+/// page, and a set index (L1's whole; the low part of L2's and L3's) is
+/// taken from the bits above the line offset.
+const COLOUR_PERIOD: usize = 4096;
+/// Classes above this keep the plain shape: a coloured run would hold 32
+/// elements, and a run of 32 large elements stays taken while any of them
+/// is in use.
+const COLOUR_MAX_ELEM: usize = 4096;
+/// A coloured run holds at least this many elements (where the bitmap
+/// allows), so that the room its colours take costs at most about 1/32.
+const COLOURED_MIN_ELEMS: usize = 32;
+
 /// The run a small class is cut from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SubpageShape {
@@ -23,6 +43,9 @@ pub(crate) struct SubpageShape {
     pub(crate) run_pages: u32,
     /// Elements the run holds.
     pub(crate) max_elems: u32,
+    /// Distinct starting offsets of the elements, one cache line apart
+    /// (1: the elements start at the run's first byte).
+    pub(crate) colours: u32,
 }
 
 /// The run for elements of `elem_size` bytes: the smallest page multiple that
@@ -46,7 +69,48 @@ pub(crate) fn shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) 
         run -= page_size;
         elems = run / elem_size;
     }
-    SubpageShape { run_pages: (run / page_size) as u32, max_elems: elems as u32 }
+    SubpageShape { run_pages: (run / page_size) as u32, max_elems: elems as u32, colours: 1 }
+}
+
+/// The run for elements of `elem_size` bytes with room for colours: where
+/// elements sit at a stride whose multiples fall on few offsets of a 4 KiB
+/// period (every power of two of 128 B or more: a 1 KiB stride puts every
+/// element's first byte in one of 4 lines of the 64), runs start their
+/// elements `colour x 64` bytes in, for `colours` offsets that together
+/// reach every line of the period. The run is lengthened to hold at least
+/// 32 elements besides that room, so the room costs at most about 3%.
+///
+/// Falls back to [`shape_for`] for strides that need no colours (64, 192,
+/// 320 B...), classes above 4 KiB, and when the coloured run would not fit
+/// the chunk.
+///
+/// Why: with packed 1 KiB and 4 KiB elements, `window` (one word at each
+/// end of 8,192 live buffers) ran 1.5x slower than with 16-byte headers
+/// between blocks (`floor-packed` against `floor`, BENCHMARKS.md session 12).
+pub(crate) fn coloured_shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) -> SubpageShape {
+    let plain = shape_for(elem_size, page_size, chunk_pages);
+    // Element starts fall on multiples of gcd(stride, period) within the
+    // period; colours fill the lines between them.
+    let colours = gcd(elem_size, COLOUR_PERIOD) / LINE;
+    if colours <= 1 || elem_size > COLOUR_MAX_ELEM {
+        return plain;
+    }
+    let room = (colours - 1) * LINE;
+    let max_elems = page_size >> MAX_ELEMENTS_SHIFT;
+    let want = COLOURED_MIN_ELEMS.min(max_elems);
+    let run = (want * elem_size + room).next_multiple_of(page_size);
+    if run > page_size * chunk_pages {
+        return plain;
+    }
+    let elems = ((run - room) / elem_size).min(max_elems);
+    SubpageShape { run_pages: (run / page_size) as u32, max_elems: elems as u32, colours: colours as u32 }
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// Where a subpage lives: the chunk's slot in its arena and the page offset
@@ -70,6 +134,8 @@ impl SubpageRef {
 pub(crate) struct Subpage {
     size_idx: u32,
     max_elems: u32,
+    /// Bytes from the run's start to element 0: its colour times a line.
+    first_offset: u32,
     num_avail: u32,
     /// The element to hand out next, or `NONE` to search the bitmap.
     next_avail: u32,
@@ -82,6 +148,7 @@ impl Subpage {
     const UNUSED: Subpage = Subpage {
         size_idx: 0,
         max_elems: 0,
+        first_offset: 0,
         num_avail: 0,
         next_avail: NONE,
         in_use: false,
@@ -91,6 +158,11 @@ impl Subpage {
 
     pub(crate) fn max_elems(&self) -> usize {
         self.max_elems as usize
+    }
+
+    /// Bytes from the run's first byte to element 0.
+    pub(crate) fn first_offset(&self) -> usize {
+        self.first_offset as usize
     }
 
     pub(crate) fn num_avail(&self) -> usize {
@@ -125,6 +197,9 @@ pub(crate) struct SubpageTable {
     /// `words_per_page` bitmap words per page offset.
     bitmap: Box<[u64]>,
     words_per_page: usize,
+    /// Subpages started in this chunk: the next one takes colour
+    /// `started % colours`, so that runs in turn take every colour.
+    started: u32,
 }
 
 impl SubpageTable {
@@ -134,6 +209,7 @@ impl SubpageTable {
             subpages: vec![Subpage::UNUSED; chunk_pages].into_boxed_slice(),
             bitmap: vec![0; words_per_page * chunk_pages].into_boxed_slice(),
             words_per_page,
+            started: 0,
         }
     }
 
@@ -150,9 +226,12 @@ impl SubpageTable {
         let words = self.words(page);
         let used_words = (shape.max_elems as usize).div_ceil(64);
         self.bitmap[words.clone()][..used_words].fill(0);
+        let colour = self.started % shape.colours;
+        self.started = self.started.wrapping_add(1);
         self.subpages[page as usize] = Subpage {
             size_idx: size_idx as u32,
             max_elems: shape.max_elems,
+            first_offset: colour * LINE as u32,
             num_avail: shape.max_elems,
             next_avail: 0,
             in_use: true,
@@ -332,14 +411,14 @@ mod tests {
     #[test]
     fn shapes_match_the_facts_sheet() {
         let shape = |elem| shape_for(elem, 8192, 512);
-        assert_eq!(shape(16), SubpageShape { run_pages: 1, max_elems: 512 });
-        assert_eq!(shape(48), SubpageShape { run_pages: 3, max_elems: 512 });
-        assert_eq!(shape(512), SubpageShape { run_pages: 1, max_elems: 16 });
-        assert_eq!(shape(1280), SubpageShape { run_pages: 5, max_elems: 32 });
-        assert_eq!(shape(28672), SubpageShape { run_pages: 7, max_elems: 2 });
-        assert_eq!(shape(8192), SubpageShape { run_pages: 1, max_elems: 1 });
+        assert_eq!(shape(16), SubpageShape { run_pages: 1, max_elems: 512, colours: 1 });
+        assert_eq!(shape(48), SubpageShape { run_pages: 3, max_elems: 512, colours: 1 });
+        assert_eq!(shape(512), SubpageShape { run_pages: 1, max_elems: 16, colours: 1 });
+        assert_eq!(shape(1280), SubpageShape { run_pages: 5, max_elems: 32, colours: 1 });
+        assert_eq!(shape(28672), SubpageShape { run_pages: 7, max_elems: 2, colours: 1 });
+        assert_eq!(shape(8192), SubpageShape { run_pages: 1, max_elems: 1, colours: 1 });
         // A chunk of two pages caps the 10 KiB run (lcm 5 pages) at 2 pages.
-        assert_eq!(shape_for(10240, 8192, 2), SubpageShape { run_pages: 2, max_elems: 1 });
+        assert_eq!(shape_for(10240, 8192, 2), SubpageShape { run_pages: 2, max_elems: 1, colours: 1 });
     }
 
     #[test]
@@ -351,6 +430,61 @@ mod tests {
             assert!(s.max_elems >= 1 && s.max_elems <= 512, "class {idx}");
             assert!(s.max_elems as usize * elem <= s.run_pages as usize * 8192);
         }
+    }
+
+    #[test]
+    fn coloured_shapes_reach_every_line_and_waste_little() {
+        let classes = crate::SizeClasses::new(8192, 9).unwrap();
+        let mut coloured = 0;
+        for idx in 0..classes.num_small_classes() {
+            let elem = classes.size_of(idx);
+            let s = coloured_shape_for(elem, 8192, 512);
+            let run = s.run_pages as usize * 8192;
+            let room = (s.colours as usize - 1) * LINE;
+            assert!(s.max_elems >= 1 && s.max_elems <= 512, "{elem} B");
+            // The last element of the last colour ends inside the run.
+            assert!(s.max_elems as usize * elem + room <= run, "{elem} B: {s:?}");
+            if s.colours == 1 {
+                assert_eq!(s, shape_for(elem, 8192, 512), "{elem} B");
+                // Plain only where the strides already reach every line (elements of a
+                // line or less, odd multiples of one), or above 4 KiB.
+                assert!(gcd(elem, COLOUR_PERIOD) <= LINE || elem > COLOUR_MAX_ELEM, "{elem} B");
+                continue;
+            }
+            coloured += 1;
+            // Every line of the 4 KiB period starts some element of some colour.
+            let mut lines = [false; COLOUR_PERIOD / LINE];
+            for colour in 0..s.colours as usize {
+                for e in 0..s.max_elems as usize {
+                    lines[(colour * LINE + e * elem) % COLOUR_PERIOD / LINE] = true;
+                }
+            }
+            assert!(lines.iter().all(|&l| l), "{elem} B: {s:?}");
+            // At least 32 elements, and at most 3% of the run left unused.
+            assert!(s.max_elems >= 32, "{elem} B: {s:?}");
+            assert!((run - s.max_elems as usize * elem) * 100 <= 3 * run, "{elem} B: {s:?}");
+        }
+        // The classes from 128 B to 4 KiB that are multiples of 128 B.
+        assert_eq!(coloured, 16);
+        assert_eq!(coloured_shape_for(1024, 8192, 512), SubpageShape { run_pages: 5, max_elems: 39, colours: 16 });
+        assert_eq!(coloured_shape_for(4096, 8192, 512), SubpageShape { run_pages: 17, max_elems: 33, colours: 64 });
+        // Too long for a chunk of 16 pages: the plain run.
+        assert_eq!(coloured_shape_for(4096, 8192, 16), shape_for(4096, 8192, 16));
+    }
+
+    #[test]
+    fn subpages_take_the_colours_in_turn() {
+        let shape = coloured_shape_for(256, 8192, 512);
+        assert_eq!(shape.colours, 4);
+        let mut table = SubpageTable::new(8192, 16);
+        let offsets: Vec<usize> = (0..6)
+            .map(|i| {
+                let page = i * shape.run_pages;
+                table.init(page, 0, shape);
+                table.get(page).first_offset()
+            })
+            .collect();
+        assert_eq!(offsets, [0, 64, 128, 192, 0, 64]);
     }
 
     #[test]
