@@ -58,6 +58,11 @@ pub(crate) struct ArenaCounts {
 struct ArenaState {
     lists: ChunkLists,
     pools: SubpagePools,
+    /// Subpages started per small class: the next takes colour
+    /// `started % colours`, so that the class's runs take every colour in
+    /// turn across chunks (a chunk holds as few as 30 runs of 4 KiB
+    /// elements, fewer than their 64 colours).
+    subpages_started: Box<[u32]>,
     counters: Counters,
 }
 
@@ -94,6 +99,7 @@ impl Arena {
         let state = ArenaState {
             lists: ChunkLists::new(classes.chunk_size()),
             pools: SubpagePools::new(classes.num_small_classes()),
+            subpages_started: vec![0; classes.num_small_classes()].into_boxed_slice(),
             counters: Counters::default(),
         };
         Arena {
@@ -167,7 +173,10 @@ impl Arena {
         let classes = &*self.classes;
         let shape = self.shapes[size_idx];
         let request = (shape.run_pages as usize) << classes.page_shift();
-        let (chunk, page) = self.allocate_in_lists(state, request, |c| c.allocate_subpage(classes, size_idx, shape))?;
+        let colour = state.subpages_started[size_idx] % shape.colours;
+        let (chunk, page) =
+            self.allocate_in_lists(state, request, |c| c.allocate_subpage(classes, size_idx, shape, colour))?;
+        state.subpages_started[size_idx] = state.subpages_started[size_idx].wrapping_add(1);
         let at = SubpageRef { chunk, page };
         let handle = state.lists.get_mut(chunk).allocate_element(page).expect("a new subpage has room");
         if shape.max_elems > 1 {
@@ -494,6 +503,27 @@ mod tests {
         let chunk = state.lists.get(regions[0].chunk);
         assert!(!chunk.subpages().get(pages[0]).in_use());
         assert!(chunk.subpages().get(pages[per_run]).in_use());
+    }
+
+    #[test]
+    fn runs_of_a_class_take_the_colours_in_turn() {
+        let a = arena(MemoryKind::Heap, None);
+        let idx = a.size_classes().index_of(256).unwrap();
+        let shape = a.shapes[idx];
+        assert_eq!(shape.colours, 4);
+        let regions: Vec<PooledRegion> = (0..shape.max_elems as usize * 5).map(|_| a.allocate(idx).unwrap()).collect();
+        let offsets: Vec<usize> = {
+            let state = lock(&a.state);
+            regions
+                .iter()
+                .step_by(shape.max_elems as usize)
+                .map(|r| state.lists.get(r.chunk).subpages().get(r.handle.run_offset()).first_offset())
+                .collect()
+        };
+        assert_eq!(offsets, [0, 64, 128, 192, 0]);
+        for r in &regions {
+            a.free(r.chunk, r.handle, idx);
+        }
     }
 
     #[test]

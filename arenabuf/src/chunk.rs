@@ -332,17 +332,19 @@ impl Chunk {
         self.insert_free(classes, start, len);
     }
 
-    /// Takes a run for a new subpage of class `size_idx` and returns its
-    /// page offset; the subpage starts with every element free.
+    /// Takes a run for a new subpage of class `size_idx`, its elements
+    /// `colour` lines into the run, and returns its page offset; the subpage
+    /// starts with every element free.
     pub(crate) fn allocate_subpage(
         &mut self,
         classes: &SizeClasses,
         size_idx: usize,
         shape: SubpageShape,
+        colour: u32,
     ) -> Option<u32> {
         let run = self.allocate_run(classes, shape.run_pages)?;
         let page = run.run_offset();
-        self.subpages.init(page, size_idx, shape);
+        self.subpages.init(page, size_idx, shape, colour);
         Some(page)
     }
 
@@ -524,7 +526,7 @@ mod tests {
         let (classes, mut c) = chunk(9);
         let idx = classes.index_of(1280).unwrap();
         let shape = crate::subpage::shape_for(1280, 8192, classes.chunk_pages());
-        let page = c.allocate_subpage(&classes, idx, shape).unwrap();
+        let page = c.allocate_subpage(&classes, idx, shape, 0).unwrap();
         let base = c.region_ptr(Handle::run(page, shape.run_pages), 0).as_ptr() as usize;
         let mut addrs = Vec::new();
         while let Some(h) = c.allocate_element(page) {
@@ -547,7 +549,7 @@ mod tests {
         let shape = crate::subpage::coloured_shape_for(256, 8192, classes.chunk_pages());
         assert!(shape.colours > 1);
         for colour in 0..shape.colours as usize {
-            let page = c.allocate_subpage(&classes, idx, shape).unwrap();
+            let page = c.allocate_subpage(&classes, idx, shape, colour as u32).unwrap();
             let run_start = c.region_ptr(Handle::run(page, shape.run_pages), 0).as_ptr() as usize;
             for e in 0..shape.max_elems as usize {
                 let h = c.allocate_element(page).unwrap();
@@ -566,8 +568,7 @@ mod tests {
         let (classes, mut c) = chunk(9);
         let idx = classes.index_of(256).unwrap();
         let shape = crate::subpage::coloured_shape_for(256, 8192, classes.chunk_pages());
-        c.allocate_subpage(&classes, idx, shape).unwrap(); // colour 0
-        let page = c.allocate_subpage(&classes, idx, shape).unwrap(); // colour 1: elements from byte 64
+        let page = c.allocate_subpage(&classes, idx, shape, 1).unwrap(); // elements from byte 64
         let run_start = c.region_ptr(Handle::run(page, shape.run_pages), 0);
         c.handle_at(run_start, 256, true);
     }

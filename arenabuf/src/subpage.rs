@@ -7,7 +7,8 @@
 //! last is the next handed out, because its cache lines are the warmest.
 //!
 //! A subpage's elements start a few cache lines into its run (its colour),
-//! and runs of one class take turns at the colours ([`coloured_shape_for`]):
+//! and an arena's runs of one class take the colours in turn
+//! ([`coloured_shape_for`]):
 //! elements packed at a power-of-two stride would otherwise put the same
 //! byte of every element in the same few cache sets.
 //!
@@ -197,9 +198,6 @@ pub(crate) struct SubpageTable {
     /// `words_per_page` bitmap words per page offset.
     bitmap: Box<[u64]>,
     words_per_page: usize,
-    /// Subpages started in this chunk: the next one takes colour
-    /// `started % colours`, so that runs in turn take every colour.
-    started: u32,
 }
 
 impl SubpageTable {
@@ -209,7 +207,6 @@ impl SubpageTable {
             subpages: vec![Subpage::UNUSED; chunk_pages].into_boxed_slice(),
             bitmap: vec![0; words_per_page * chunk_pages].into_boxed_slice(),
             words_per_page,
-            started: 0,
         }
     }
 
@@ -221,13 +218,13 @@ impl SubpageTable {
         &mut self.subpages[page as usize]
     }
 
-    /// Starts a subpage over the run at `page`, all elements free.
-    pub(crate) fn init(&mut self, page: u32, size_idx: usize, shape: SubpageShape) {
+    /// Starts a subpage over the run at `page`, all elements free, its
+    /// element 0 `colour` lines into the run.
+    pub(crate) fn init(&mut self, page: u32, size_idx: usize, shape: SubpageShape, colour: u32) {
+        assert!(colour < shape.colours, "colour {colour} of {}", shape.colours);
         let words = self.words(page);
         let used_words = (shape.max_elems as usize).div_ceil(64);
         self.bitmap[words.clone()][..used_words].fill(0);
-        let colour = self.started % shape.colours;
-        self.started = self.started.wrapping_add(1);
         self.subpages[page as usize] = Subpage {
             size_idx: size_idx as u32,
             max_elems: shape.max_elems,
@@ -473,25 +470,29 @@ mod tests {
     }
 
     #[test]
-    fn subpages_take_the_colours_in_turn() {
+    fn a_subpage_starts_its_elements_colour_lines_in() {
         let shape = coloured_shape_for(256, 8192, 512);
         assert_eq!(shape.colours, 4);
         let mut table = SubpageTable::new(8192, 16);
-        let offsets: Vec<usize> = (0..6)
-            .map(|i| {
-                let page = i * shape.run_pages;
-                table.init(page, 0, shape);
-                table.get(page).first_offset()
-            })
-            .collect();
-        assert_eq!(offsets, [0, 64, 128, 192, 0, 64]);
+        for colour in 0..4 {
+            let page = colour * shape.run_pages;
+            table.init(page, 0, shape, colour);
+            assert_eq!(table.get(page).first_offset(), colour as usize * 64);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "colour 4 of 4")]
+    fn a_colour_beyond_the_shapes_is_refused() {
+        let shape = coloured_shape_for(256, 8192, 512);
+        SubpageTable::new(8192, 16).init(0, 0, shape, 4);
     }
 
     #[test]
     fn elements_are_handed_out_in_order_and_the_last_freed_comes_back_first() {
         let shape = shape_for(512, 8192, 4);
         let mut table = SubpageTable::new(8192, 4);
-        table.init(1, 0, shape);
+        table.init(1, 0, shape, 0);
         let got: Vec<u32> = (0..16).map(|_| table.alloc(1).unwrap()).collect();
         assert_eq!(got, (0..16).collect::<Vec<_>>());
         assert_eq!(table.alloc(1), None);
@@ -518,7 +519,7 @@ mod tests {
     fn bitmap_search_finds_holes_across_words() {
         let shape = shape_for(16, 8192, 4);
         let mut table = SubpageTable::new(8192, 4);
-        table.init(0, 0, shape);
+        table.init(0, 0, shape, 0);
         for _ in 0..512 {
             table.alloc(0).unwrap();
         }
@@ -534,7 +535,7 @@ mod tests {
     #[should_panic(expected = "freed twice")]
     fn double_free_panics() {
         let mut table = SubpageTable::new(8192, 1);
-        table.init(0, 0, shape_for(1024, 8192, 1));
+        table.init(0, 0, shape_for(1024, 8192, 1), 0);
         let e = table.alloc(0).unwrap();
         table.free(0, e);
         table.free(0, e);
