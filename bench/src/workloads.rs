@@ -152,7 +152,11 @@ pub fn window<A: BufAlloc>(imp: &A, size: Size, ops: u64, seed: u64) -> Outcome 
         let ptr = A::ptr(&mut buf);
         touch(ptr, s, i);
         checksum = checksum.wrapping_add(read_head(ptr, s));
-        slots[slot] = Some(black_box(buf));
+        // No black box: the slots are released after the loop, so no
+        // allocation can be optimised away, and a black box forces two more
+        // copies of a wide handle through the stack that a user's code does
+        // not make (19 of `floor-wide`'s 126 instructions per operation).
+        slots[slot] = Some(buf);
     }
     let elapsed = start.elapsed();
     for buf in slots.into_iter().flatten() {
