@@ -8,9 +8,8 @@
 //!
 //! A subpage's elements start a few cache lines into its run (its colour),
 //! and an arena's runs of one class take the colours in turn
-//! ([`coloured_shape_for`]):
-//! elements packed at a power-of-two stride would otherwise put the same
-//! byte of every element in the same few cache sets.
+//! ([`coloured_shape_for`]): elements packed at a power-of-two stride would
+//! otherwise put the same byte of every element in the same few cache sets.
 //!
 //! Per arena and small class, the subpages that have free elements form a
 //! doubly linked list ([`SubpagePools`]) threaded through the subpages
@@ -75,8 +74,8 @@ pub(crate) fn shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) 
 
 /// The run for elements of `elem_size` bytes with room for colours: where
 /// elements sit at a stride whose multiples fall on few offsets of a 4 KiB
-/// period (every power of two of 128 B or more: a 1 KiB stride puts every
-/// element's first byte in one of 4 lines of the 64), runs start their
+/// period (every multiple of 128 B: a 1 KiB stride puts every element's
+/// first byte in one of 4 lines of the 64), runs start their
 /// elements `colour x 64` bytes in, for `colours` offsets that together
 /// reach every line of the period. The run is lengthened to hold at least
 /// 32 elements besides that room, so the room costs at most about 3%.
