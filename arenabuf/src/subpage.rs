@@ -89,9 +89,8 @@ pub(crate) fn shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) 
 /// between blocks (`floor-packed` against `floor`, BENCHMARKS.md session 12).
 pub(crate) fn coloured_shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) -> SubpageShape {
     let plain = shape_for(elem_size, page_size, chunk_pages);
-    // Element starts fall on multiples of gcd(stride, period) within the
-    // period; colours fill the lines between them.
-    let colours = gcd(elem_size, COLOUR_PERIOD) / LINE;
+    // Colours fill the lines between two element starts.
+    let colours = start_spacing(elem_size) / LINE;
     if colours <= 1 || elem_size > COLOUR_MAX_ELEM {
         return plain;
     }
@@ -106,11 +105,10 @@ pub(crate) fn coloured_shape_for(elem_size: usize, page_size: usize, chunk_pages
     SubpageShape { run_pages: (run / page_size) as u32, max_elems: elems as u32, colours: colours as u32 }
 }
 
-fn gcd(mut a: usize, mut b: usize) -> usize {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
+/// The spacing of element starts within the 4 KiB period for a stride of
+/// `elem_size`: gcd(stride, period), the period being a power of two.
+fn start_spacing(elem_size: usize) -> usize {
+    1 << elem_size.trailing_zeros().min(COLOUR_PERIOD.trailing_zeros())
 }
 
 /// Where a subpage lives: the chunk's slot in its arena and the page offset
@@ -444,7 +442,7 @@ mod tests {
                 assert_eq!(s, shape_for(elem, 8192, 512), "{elem} B");
                 // Plain only where the strides already reach every line (elements of a
                 // line or less, odd multiples of one), or above 4 KiB.
-                assert!(gcd(elem, COLOUR_PERIOD) <= LINE || elem > COLOUR_MAX_ELEM, "{elem} B");
+                assert!(start_spacing(elem) <= LINE || elem > COLOUR_MAX_ELEM, "{elem} B");
                 continue;
             }
             coloured += 1;
