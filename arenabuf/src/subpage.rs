@@ -75,9 +75,9 @@ pub(crate) fn shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) 
 /// The run for elements of `elem_size` bytes with room for colours: where
 /// elements sit at a stride whose multiples fall on few offsets of a 4 KiB
 /// period (every multiple of 128 B: a 1 KiB stride puts every element's
-/// first byte in one of 4 lines of the 64), runs start their
-/// elements `colour x 64` bytes in, for `colours` offsets that together
-/// reach every line of the period. The run is lengthened to hold at least
+/// first byte in one of 4 lines of the 64), runs start their elements
+/// `colour x 64` bytes in, for `colours` offsets that together reach every
+/// line of the period. The run is lengthened to hold at least
 /// 32 elements besides that room, so the room costs at most about 3%.
 ///
 /// Falls back to [`shape_for`] for strides that need no colours (64, 192,
