@@ -58,10 +58,11 @@ pub(crate) struct ArenaCounts {
 struct ArenaState {
     lists: ChunkLists,
     pools: SubpagePools,
-    /// Subpages started per small class: the next takes colour
-    /// `started % colours`, so that the class's runs take every colour in
-    /// turn across chunks (a chunk holds as few as 30 runs of 4 KiB
-    /// elements, fewer than their 64 colours).
+    /// Subpages started per small class: the next is the class's
+    /// `started`-th, whose colour follows from that turn and where its run
+    /// starts (`chunk::run_colour`), so that the class's runs take every
+    /// colour in turn across chunks (a chunk holds as few as 30 runs of
+    /// 4 KiB elements, fewer than their 64 colours).
     subpages_started: Box<[u32]>,
     counters: Counters,
 }
@@ -173,9 +174,9 @@ impl Arena {
         let classes = &*self.classes;
         let shape = self.shapes[size_idx];
         let request = (shape.run_pages as usize) << classes.page_shift();
-        let colour = state.subpages_started[size_idx] % shape.colours;
+        let turn = state.subpages_started[size_idx];
         let (chunk, page) =
-            self.allocate_in_lists(state, request, |c| c.allocate_subpage(classes, size_idx, shape, colour))?;
+            self.allocate_in_lists(state, request, |c| c.allocate_subpage(classes, size_idx, shape, turn))?;
         state.subpages_started[size_idx] = state.subpages_started[size_idx].wrapping_add(1);
         let at = SubpageRef { chunk, page };
         let handle = state.lists.get_mut(chunk).allocate_element(page).expect("a new subpage has room");
@@ -506,13 +507,13 @@ mod tests {
     }
 
     #[test]
-    fn runs_of_a_class_take_the_colours_in_turn() {
+    fn runs_of_a_class_take_every_colour() {
         let a = arena(MemoryKind::Heap, None);
         let idx = a.size_classes().index_of(256).unwrap();
         let shape = a.shapes[idx];
         assert_eq!(shape.colours, 4);
-        let regions: Vec<PooledRegion> = (0..shape.max_elems as usize * 5).map(|_| a.allocate(idx).unwrap()).collect();
-        let offsets: Vec<usize> = {
+        let regions: Vec<PooledRegion> = (0..shape.max_elems as usize * 8).map(|_| a.allocate(idx).unwrap()).collect();
+        let mut offsets: Vec<usize> = {
             let state = lock(&a.state);
             regions
                 .iter()
@@ -520,9 +521,49 @@ mod tests {
                 .map(|r| state.lists.get(r.chunk).subpages().get(r.handle.run_offset()).first_offset())
                 .collect()
         };
-        assert_eq!(offsets, [0, 64, 128, 192, 0]);
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert_eq!(offsets, [0, 64, 128, 192]);
         for r in &regions {
             a.free(r.chunk, r.handle, idx);
+        }
+    }
+
+    /// Where the first and last words of 8,192 elements of `size` bytes
+    /// fall among the 2,048 sets of a 2 MiB, 16-way cache indexed by
+    /// address: (sets used, most lines in one set).
+    fn cache_sets_of_elements(size: usize) -> (usize, usize) {
+        let a = arena(MemoryKind::Heap, None);
+        let idx = a.size_classes().index_of(size).unwrap();
+        let regions: Vec<PooledRegion> = (0..8192).map(|_| a.allocate(idx).unwrap()).collect();
+        let mut lines = std::collections::HashSet::new();
+        let mut sets = vec![0usize; 2048];
+        for r in &regions {
+            let start = r.ptr.as_ptr() as usize;
+            for line in [start >> 6, (start + size - 8) >> 6] {
+                if lines.insert(line) {
+                    sets[line % 2048] += 1;
+                }
+            }
+        }
+        for r in &regions {
+            a.free(r.chunk, r.handle, idx);
+        }
+        (sets.iter().filter(|&&n| n > 0).count(), sets.into_iter().max().unwrap())
+    }
+
+    #[test]
+    fn elements_spread_over_the_sets_of_a_cache() {
+        if crate::test_config::SMALL {
+            return; // 8,192 elements take longer than Miri should.
+        }
+        // 16,384 lines in 2,048 sets: 8 a set on average. Before colours
+        // took the run's position into account, 256 B elements used 1,008
+        // sets (17 lines in some: more than the 16 ways), 1 KiB ones 1,631.
+        for size in [256, 512, 1024, 2048, 4096] {
+            let (used, most) = cache_sets_of_elements(size);
+            assert!(used >= 2048 * 95 / 100, "{size} B: {used} sets used");
+            assert!(most <= 16, "{size} B: {most} lines in one set");
         }
     }
 

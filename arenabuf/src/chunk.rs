@@ -332,19 +332,20 @@ impl Chunk {
         self.insert_free(classes, start, len);
     }
 
-    /// Takes a run for a new subpage of class `size_idx`, its elements
-    /// `colour` lines into the run, and returns its page offset; the subpage
-    /// starts with every element free.
+    /// Takes a run for a new subpage of class `size_idx`, the class's
+    /// `turn`-th, and returns its page offset; the subpage starts with every
+    /// element free. Its elements start [`run_colour`] lines into the run.
     pub(crate) fn allocate_subpage(
         &mut self,
         classes: &SizeClasses,
         size_idx: usize,
         shape: SubpageShape,
-        colour: u32,
+        turn: u32,
     ) -> Option<u32> {
         let run = self.allocate_run(classes, shape.run_pages)?;
         let page = run.run_offset();
-        self.subpages.init(page, size_idx, shape, colour);
+        let start = self.memory.ptr().as_ptr() as usize + ((page as usize) << self.page_shift);
+        self.subpages.init(page, size_idx, shape, run_colour(turn, start, shape.colours));
         Some(page)
     }
 
@@ -430,6 +431,30 @@ impl Chunk {
             true
         }
     }
+}
+
+/// Run starts this far apart share a colour's position in the cache: 128
+/// KiB is the span of a 2 MiB, 16-way L2's set index (2,048 sets of 64
+/// bytes) and of a 1 MiB, 8-way one's.
+const COLOUR_SPAN_SHIFT: u32 = 17;
+
+/// The colour of the class's `turn`-th run, which starts at address
+/// `start`: the turn, advanced by one for each 128 KiB the start lies
+/// above address 0.
+///
+/// Why the start: a class's runs are often cut one after the other, so run
+/// `n` starts at a fixed position within 128 KiB for every `n` that differs
+/// by a multiple of the runs in 128 KiB; had the colour been `turn` alone,
+/// it would repeat with the position wherever the colours' count divides
+/// that multiple. With 256 B elements (runs of 16 KiB, 8 to 128 KiB, 4
+/// colours), each position then took one colour, and the elements' first
+/// and last words fell in half of such a cache's sets; the advance gives
+/// each position every colour in turn. Where the pages are huge (a chunk's
+/// set index is then virtual up to 2 MiB) that is what the cache sees;
+/// with 4 KiB pages it still is wherever the system hands out physical
+/// pages in order.
+fn run_colour(turn: u32, start: usize, colours: u32) -> u32 {
+    (turn as usize).wrapping_add(start >> COLOUR_SPAN_SHIFT) as u32 % colours
 }
 
 /// Netty's usage percentage of a chunk of `size` bytes with `free` free.
@@ -548,9 +573,10 @@ mod tests {
         let idx = classes.index_of(256).unwrap();
         let shape = crate::subpage::coloured_shape_for(256, 8192, classes.chunk_pages());
         assert!(shape.colours > 1);
-        for colour in 0..shape.colours as usize {
-            let page = c.allocate_subpage(&classes, idx, shape, colour as u32).unwrap();
+        for turn in 0..shape.colours {
+            let page = c.allocate_subpage(&classes, idx, shape, turn).unwrap();
             let run_start = c.region_ptr(Handle::run(page, shape.run_pages), 0).as_ptr() as usize;
+            let colour = run_colour(turn, run_start, shape.colours) as usize;
             for e in 0..shape.max_elems as usize {
                 let h = c.allocate_element(page).unwrap();
                 let ptr = c.region_ptr(h, 256);
@@ -563,13 +589,40 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_colour_advances_with_its_turn_and_its_128_kib_span() {
+        assert_eq!(run_colour(0, 0, 4), 0);
+        assert_eq!(run_colour(1, 0, 4), 1);
+        assert_eq!(run_colour(5, 0, 4), 1);
+        assert_eq!(run_colour(0, (128 << 10) - 1, 4), 0);
+        assert_eq!(run_colour(0, 128 << 10, 4), 1);
+        assert_eq!(run_colour(3, 3 << 17, 4), 2);
+        assert_eq!(run_colour(7, 5 << 20, 1), 0);
+        // Eight 16 KiB runs per span: turn n at position n % 8 takes every
+        // colour over 32 turns, instead of colour n % 4 only.
+        for position in 0..8usize {
+            let mut colours: Vec<u32> =
+                (0..4).map(|span| position + 8 * span).map(|n| run_colour(n as u32, n << 14, 4)).collect();
+            colours.sort_unstable();
+            assert_eq!(colours, [0, 1, 2, 3], "position {position}");
+        }
+    }
+
+    #[test]
     #[should_panic(expected = "inside a subpage element")]
     fn the_start_of_a_coloured_run_is_not_an_element() {
         let (classes, mut c) = chunk(9);
         let idx = classes.index_of(256).unwrap();
         let shape = crate::subpage::coloured_shape_for(256, 8192, classes.chunk_pages());
-        let page = c.allocate_subpage(&classes, idx, shape, 1).unwrap(); // elements from byte 64
-        let run_start = c.region_ptr(Handle::run(page, shape.run_pages), 0);
+        // Of two runs cut in turn, at least one has elements from byte 64 on.
+        let mut coloured = None;
+        for turn in 0..2 {
+            let page = c.allocate_subpage(&classes, idx, shape, turn).unwrap();
+            if c.subpages().get(page).first_offset() != 0 {
+                coloured = Some(page);
+            }
+        }
+        let coloured = coloured.expect("two turns in a row take two colours");
+        let run_start = c.region_ptr(Handle::run(coloured, shape.run_pages), 0);
         c.handle_at(run_start, 256, true);
     }
 
