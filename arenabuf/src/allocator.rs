@@ -80,9 +80,8 @@ impl Pool {
     fn new(config: Config) -> Pool {
         let classes = Arc::new(SizeClasses::new(config.page_size, config.max_order).expect("validated by the builder"));
         let direct_limit = Arc::new(MemoryLimit::new(config.max_direct_memory));
-        let chunk_backing = if config.huge_pages { Backing::HugePages } else { Backing::BasePages };
         let arenas = |kind, count, limit: Option<&Arc<MemoryLimit>>| -> Box<[Arena]> {
-            (0..count).map(|_| Arena::new(kind, classes.clone(), limit.cloned(), chunk_backing)).collect()
+            (0..count).map(|_| Arena::new(kind, classes.clone(), limit.cloned(), config.huge_pages)).collect()
         };
         Pool {
             id: take_pool_id(),
@@ -645,7 +644,7 @@ impl PooledAllocator {
     ///
     /// ```
     /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(2).direct_arenas(0).build()?;
-    /// let _buf = alloc.heap_buffer(1000);
+    /// let _buf = alloc.heap_buffer(100_000);
     /// let svg = alloc.stats_svg();
     /// assert_eq!(svg.matches("<g data-chunk=").count(), 1);
     /// # Ok::<(), arenabuf::ConfigError>(())

@@ -15,6 +15,7 @@ use std::ptr::NonNull;
 
 use crate::chunk::{Chunk, Handle};
 use crate::chunk_list::{ChunkLists, BANDS, LIST_NAMES, NUM_LISTS};
+use crate::config::HugePages;
 use crate::error::AllocError;
 use crate::memory::{Backing, MemoryKind, MemoryLimit, RawMemory};
 use crate::metric::{ArenaMetric, ChunkListMetric, ChunkMetric, SubpageMetric};
@@ -67,16 +68,21 @@ struct ArenaState {
     counters: Counters,
 }
 
+/// Elements of at most this many bytes are cut from dense chunks under
+/// [`HugePages::Dense`]: a run of them is nearly all resident once its
+/// elements are in use, since each touches at most two 4 KiB pages.
+pub(crate) const DENSE_MAX_ELEM: usize = 4096;
+
 /// One arena of heap or direct memory.
 #[derive(Debug)]
 pub(crate) struct Arena {
     kind: MemoryKind,
     classes: Arc<SizeClasses>,
     limit: Option<Arc<MemoryLimit>>,
-    /// How new chunks' pages are backed (huge buffers take base pages: each
-    /// is mapped for one buffer, so a huge page's fault would be paid per
+    /// Which new chunks take huge pages (huge buffers never do: each is
+    /// mapped for one buffer, so a huge page's fault would be paid per
     /// buffer, not once per chunk).
-    chunk_backing: Backing,
+    huge_pages: HugePages,
     /// Subpage run shape per small class.
     shapes: Box<[SubpageShape]>,
     state: Mutex<ArenaState>,
@@ -92,7 +98,7 @@ impl Arena {
         kind: MemoryKind,
         classes: Arc<SizeClasses>,
         limit: Option<Arc<MemoryLimit>>,
-        chunk_backing: Backing,
+        huge_pages: HugePages,
     ) -> Arena {
         let shapes = (0..classes.num_small_classes())
             .map(|idx| coloured_shape_for(classes.size_of(idx), classes.page_size(), classes.chunk_pages()))
@@ -107,7 +113,7 @@ impl Arena {
             kind,
             classes,
             limit,
-            chunk_backing,
+            huge_pages,
             shapes,
             state: Mutex::new(state),
             huge_allocations: AtomicU64::new(0),
@@ -148,7 +154,7 @@ impl Arena {
         } else {
             let pages = (classes.size_of(size_idx) >> classes.page_shift()) as u32;
             let request = classes.size_of(size_idx);
-            self.allocate_in_lists(state, request, |c| c.allocate_run(classes, pages))?
+            self.allocate_in_lists(state, request, false, |c| c.allocate_run(classes, pages))?
         };
         let elem_size = classes.size_of(size_idx);
         let ptr = state.lists.get(chunk).region_ptr(handle, elem_size);
@@ -175,8 +181,9 @@ impl Arena {
         let shape = self.shapes[size_idx];
         let request = (shape.run_pages as usize) << classes.page_shift();
         let turn = state.subpages_started[size_idx];
+        let dense = self.is_dense(size_idx);
         let (chunk, page) =
-            self.allocate_in_lists(state, request, |c| c.allocate_subpage(classes, size_idx, shape, turn))?;
+            self.allocate_in_lists(state, request, dense, |c| c.allocate_subpage(classes, size_idx, shape, turn))?;
         state.subpages_started[size_idx] = state.subpages_started[size_idx].wrapping_add(1);
         let at = SubpageRef { chunk, page };
         let handle = state.lists.get_mut(chunk).allocate_element(page).expect("a new subpage has room");
@@ -186,18 +193,46 @@ impl Arena {
         Ok((chunk, handle))
     }
 
-    /// Runs `take` on the listed chunks in allocation order, or on a new
-    /// chunk when none can serve `request` bytes.
+    /// Whether runs of class `size_idx` are cut from dense chunks
+    /// ([`HugePages::Dense`]).
+    fn is_dense(&self, size_idx: usize) -> bool {
+        self.huge_pages == HugePages::Dense
+            && self.classes.is_small(size_idx)
+            && self.classes.size_of(size_idx) <= DENSE_MAX_ELEM
+    }
+
+    /// How a new chunk is backed: dense or not as `dense` says, with
+    /// `lists` the arena's chunks so far.
+    fn backing_for(&self, lists: &ChunkLists, dense: bool) -> Backing {
+        match self.huge_pages {
+            HugePages::Off => Backing::BasePages,
+            HugePages::All => Backing::HugePages,
+            HugePages::Dense if dense && lists.iter().any(|(_, c)| c.is_dense()) => Backing::HugePages,
+            HugePages::Dense => Backing::BasePages,
+        }
+    }
+
+    /// Runs `take` on the listed chunks that are dense or not as `dense`
+    /// says, in allocation order, or on a new such chunk when none can
+    /// serve `request` bytes. Where the direct-memory limit refuses a new
+    /// chunk, a chunk of the other kind serves if it can, so that keeping
+    /// the kinds apart never fails a request that one chunk could serve.
     fn allocate_in_lists<T>(
         &self,
         state: &mut ArenaState,
         request: usize,
+        dense: bool,
         mut take: impl FnMut(&mut Chunk) -> Option<T>,
     ) -> Result<(u32, T), AllocError> {
-        if let Some(got) = state.lists.allocate(request, &mut take) {
+        let of_its_kind = |c: &mut Chunk| if c.is_dense() == dense { take(c) } else { None };
+        if let Some(got) = state.lists.allocate(request, of_its_kind) {
             return Ok(got);
         }
-        let mut chunk = Chunk::new(&self.classes, self.kind, self.limit.as_ref(), self.chunk_backing)?;
+        let backing = self.backing_for(&state.lists, dense);
+        let mut chunk = match Chunk::new(&self.classes, self.kind, self.limit.as_ref(), backing, dense) {
+            Ok(chunk) => chunk,
+            Err(refused) => return state.lists.allocate(request, &mut take).ok_or(refused),
+        };
         let got = take(&mut chunk).expect("a new chunk serves any request up to the chunk size");
         state.counters.chunks_created += 1;
         Ok((state.lists.add(chunk), got))
@@ -414,7 +449,103 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn arena(kind: MemoryKind, limit: Option<Arc<MemoryLimit>>) -> Arena {
-        Arena::new(kind, Arc::new(crate::test_config::classes()), limit, Backing::BasePages)
+        Arena::new(kind, Arc::new(crate::test_config::classes()), limit, HugePages::Off)
+    }
+
+    fn arena_with(huge_pages: HugePages, limit: Option<Arc<MemoryLimit>>) -> Arena {
+        Arena::new(MemoryKind::Direct, Arc::new(crate::test_config::classes()), limit, huge_pages)
+    }
+
+    /// (dense, backing) of the chunk `r` came from.
+    fn chunk_of(a: &Arena, r: &PooledRegion) -> (bool, Backing) {
+        let state = lock(&a.state);
+        let chunk = state.lists.get(r.chunk);
+        (chunk.is_dense(), chunk.backing())
+    }
+
+    /// Huge pages where a chunk is large enough for one (not with Miri's
+    /// 256 KiB chunks, nor where there is no mmap).
+    fn huge_if_possible() -> Backing {
+        let big = crate::test_config::classes().chunk_size() >= 2 << 20;
+        if big && cfg!(all(unix, not(miri))) {
+            Backing::HugePages
+        } else {
+            Backing::BasePages
+        }
+    }
+
+    #[test]
+    fn dense_elements_and_other_runs_never_share_a_chunk() {
+        let a = arena_with(HugePages::Dense, None);
+        let classes = crate::test_config::classes();
+        let sizes = [256, 4096, 8192, 64 << 10, 16, 5 << 10];
+        let regions: Vec<(usize, PooledRegion)> = sizes
+            .iter()
+            .map(|&size| {
+                let idx = classes.index_of(size).unwrap();
+                (idx, a.allocate(idx).unwrap())
+            })
+            .collect();
+        for (&size, (_, r)) in sizes.iter().zip(&regions) {
+            let dense = size <= DENSE_MAX_ELEM;
+            assert_eq!(chunk_of(&a, r).0, dense, "{size} B");
+            assert_eq!(r.chunk == regions[0].1.chunk, dense, "{size} B");
+        }
+        assert_eq!(a.counts().chunks, 2);
+        for (idx, r) in &regions {
+            a.free(r.chunk, r.handle, *idx);
+        }
+    }
+
+    #[test]
+    fn an_arenas_second_dense_chunk_takes_huge_pages_and_no_other_does() {
+        let a = arena_with(HugePages::Dense, None);
+        let classes = crate::test_config::classes();
+        let idx = classes.index_of(4096).unwrap();
+        let per_chunk = classes.chunk_size() / 4096;
+        let regions: Vec<PooledRegion> = (0..per_chunk + 1).map(|_| a.allocate(idx).unwrap()).collect();
+        let normal = classes.index_of(classes.chunk_size() / 2).unwrap();
+        let run = a.allocate(normal).unwrap();
+        assert_eq!(chunk_of(&a, &regions[0]), (true, Backing::BasePages));
+        assert_eq!(chunk_of(&a, &regions[per_chunk]), (true, huge_if_possible()));
+        assert_eq!(chunk_of(&a, &run), (false, Backing::BasePages));
+        a.free(run.chunk, run.handle, normal);
+        for r in &regions {
+            a.free(r.chunk, r.handle, idx);
+        }
+    }
+
+    #[test]
+    fn with_huge_pages_all_or_off_every_chunk_is_alike_and_none_is_dense() {
+        let classes = crate::test_config::classes();
+        let (small, normal) = (classes.index_of(256).unwrap(), classes.index_of(64 << 10).unwrap());
+        for (mode, backing) in [(HugePages::All, huge_if_possible()), (HugePages::Off, Backing::BasePages)] {
+            let a = arena_with(mode, None);
+            let (r1, r2) = (a.allocate(small).unwrap(), a.allocate(normal).unwrap());
+            assert_eq!(r1.chunk, r2.chunk, "{mode:?}");
+            assert_eq!(chunk_of(&a, &r1), (false, backing), "{mode:?}");
+            a.free(r1.chunk, r1.handle, small);
+            a.free(r2.chunk, r2.handle, normal);
+        }
+    }
+
+    #[test]
+    fn where_the_limit_refuses_a_chunk_one_of_the_other_kind_serves() {
+        let chunk = crate::test_config::classes().chunk_size();
+        let limit = Arc::new(MemoryLimit::new(chunk));
+        let a = arena_with(HugePages::Dense, Some(limit.clone()));
+        let classes = crate::test_config::classes();
+        let (small, half) = (classes.index_of(256).unwrap(), classes.index_of(chunk / 2).unwrap());
+        let r1 = a.allocate(small).unwrap();
+        let r2 = a.allocate(half).unwrap();
+        assert_eq!(r1.chunk, r2.chunk);
+        assert!(chunk_of(&a, &r2).0, "the dense chunk served the run");
+        // What no chunk can serve still fails with the limit's error.
+        let err = a.allocate(half).unwrap_err();
+        assert_eq!(err, AllocError::DirectMemoryExhausted { requested: chunk, used: chunk, max: chunk });
+        assert_eq!(limit.used(), chunk);
+        a.free(r1.chunk, r1.handle, small);
+        a.free(r2.chunk, r2.handle, half);
     }
 
     #[test]

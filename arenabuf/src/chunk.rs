@@ -163,6 +163,9 @@ pub(crate) struct Chunk {
     /// At the last page of every free run: its first page + 1; else 0.
     free_tail: Box<[u32]>,
     subpages: SubpageTable,
+    /// Whether the chunk serves only runs of dense elements
+    /// (`arena::DENSE_MAX_ELEM`), under `HugePages::Dense`.
+    dense: bool,
 }
 
 impl Chunk {
@@ -172,6 +175,7 @@ impl Chunk {
         kind: MemoryKind,
         limit: Option<&Arc<MemoryLimit>>,
         backing: Backing,
+        dense: bool,
     ) -> Result<Chunk, AllocError> {
         let memory = RawMemory::allocate(kind, classes.chunk_size(), limit, backing)?;
         let pages = classes.chunk_pages();
@@ -184,9 +188,21 @@ impl Chunk {
             run_head: vec![0; pages].into_boxed_slice(),
             free_tail: vec![0; pages].into_boxed_slice(),
             subpages: SubpageTable::new(classes.page_size(), pages),
+            dense,
         };
         chunk.insert_free(classes, 0, pages as u32);
         Ok(chunk)
+    }
+
+    /// Whether the chunk serves only runs of dense elements.
+    #[inline]
+    pub(crate) fn is_dense(&self) -> bool {
+        self.dense
+    }
+
+    /// How the chunk's pages are backed.
+    pub(crate) fn backing(&self) -> Backing {
+        self.memory.backing()
     }
 
     /// Bytes not in any used run.
@@ -477,7 +493,7 @@ mod tests {
 
     fn chunk(order: u32) -> (SizeClasses, Chunk) {
         let classes = SizeClasses::new(8192, order.min(crate::test_config::MAX_ORDER)).unwrap();
-        let chunk = Chunk::new(&classes, MemoryKind::Heap, None, Backing::BasePages).unwrap();
+        let chunk = Chunk::new(&classes, MemoryKind::Heap, None, Backing::BasePages, false).unwrap();
         (classes, chunk)
     }
 
@@ -640,7 +656,7 @@ mod tests {
     fn large_chunks_index_runs_through_the_summary_level() {
         // 4 KiB pages << 14: 16384 pages, 256 words per class.
         let classes = SizeClasses::new(4096, 14).unwrap();
-        let mut c = Chunk::new(&classes, MemoryKind::Direct, None, Backing::BasePages).unwrap();
+        let mut c = Chunk::new(&classes, MemoryKind::Direct, None, Backing::BasePages, false).unwrap();
         let mut held: Vec<Handle> = (0..16384).map(|_| c.allocate_run(&classes, 1).unwrap()).collect();
         assert_eq!(c.allocate_run(&classes, 1), None);
         let last = held.pop().unwrap();

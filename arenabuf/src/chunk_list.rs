@@ -314,6 +314,11 @@ impl ChunkLists {
             .collect()
     }
 
+    /// Every chunk, list by list.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Chunk)> + '_ {
+        (0..NUM_LISTS).flat_map(move |list| self.iter_list(list))
+    }
+
     /// The chunks of `list`, front first.
     pub(crate) fn iter_list(&self, list: usize) -> impl Iterator<Item = (u32, &Chunk)> + '_ {
         let mut id = self.heads[list];
@@ -399,7 +404,7 @@ mod tests {
     }
 
     fn new_chunk(classes: &SizeClasses) -> Chunk {
-        Chunk::new(classes, MemoryKind::Heap, None, crate::memory::Backing::BasePages).unwrap()
+        Chunk::new(classes, MemoryKind::Heap, None, crate::memory::Backing::BasePages, false).unwrap()
     }
 
     fn run(classes: &SizeClasses, lists: &mut ChunkLists, pages: u32) -> (u32, Handle) {

@@ -42,10 +42,59 @@ pub(crate) struct Config {
     pub(crate) cache_trim_interval: u32,
     pub(crate) cache_trim_interval_millis: u64,
     pub(crate) use_cache_for_all_threads: bool,
-    pub(crate) huge_pages: bool,
+    pub(crate) huge_pages: HugePages,
     pub(crate) max_direct_memory: usize,
     pub(crate) leak_detection: LeakLevel,
     pub(crate) idle_trim_millis: u64,
+}
+
+/// Which chunks ask the OS for transparent huge pages
+/// ([`Builder::huge_pages`]).
+///
+/// With 4 KiB pages a buffer touched at random in a working set of tens of
+/// MiB misses the TLB (the 2,048 entries of a recent x86 core's second
+/// level reach 8 MiB); a 2 MiB page covers 512 of them at once. But a huge
+/// page is resident as soon as any byte of it is touched, so it suits only
+/// memory used densely.
+///
+/// # Examples
+///
+/// ```
+/// use arenabuf::HugePages;
+///
+/// assert_eq!(HugePages::default(), HugePages::Dense);
+/// let alloc = arenabuf::PooledAllocator::builder().huge_pages(HugePages::All).build()?;
+/// # Ok::<(), arenabuf::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HugePages {
+    /// Every chunk takes base pages.
+    Off,
+    /// Chunks of small elements take huge pages, from an arena's second such
+    /// chunk on, and nothing else does.
+    ///
+    /// Elements of 4 KiB and less are then cut from chunks of their own.
+    /// A run of them is nearly all resident once its elements are in use
+    /// (each element touches at most two pages), so a huge page under it
+    /// keeps little more resident than base pages would; larger buffers
+    /// keep base pages, since one of them may hold a short message. An
+    /// arena's first such chunk takes base pages, so that a thread with a
+    /// few small buffers does not make 2 MiB resident per arena.
+    ///
+    /// Measured (BENCHMARKS.md, session 13; seven interleaved rounds):
+    /// `window` at 4 KiB (32 MiB live, touched at both ends) 33.9 -> 25.3
+    /// ns per buffer against [`Off`](Self::Off), as with
+    /// [`All`](Self::All) (25.0); `rss` peak / live 1.084 -> 1.088.
+    #[default]
+    Dense,
+    /// Every chunk takes huge pages.
+    ///
+    /// Worth it only when buffers of every size are used densely: a 1 MiB
+    /// buffer holding a short message makes a whole 2 MiB page resident
+    /// (8 GiB instead of 64 MiB in `window` at 1 MiB, which touches two
+    /// pages of each buffer). And with the kernel's THP `defrag` setting at
+    /// `madvise` (a common default) a fault may compact memory first.
+    All,
 }
 
 /// Builds a [`PooledAllocator`](crate::PooledAllocator) with chosen settings.
@@ -81,7 +130,7 @@ pub struct Builder {
     cache_trim_interval: Option<u32>,
     cache_trim_interval_millis: Option<u64>,
     use_cache_for_all_threads: Option<bool>,
-    huge_pages: Option<bool>,
+    huge_pages: Option<HugePages>,
     max_direct_memory: Option<usize>,
     leak_detection: Option<LeakLevel>,
     idle_trim_millis: Option<u64>,
@@ -317,36 +366,24 @@ impl Builder {
         use_cache_for_all_threads: bool
     );
     setter!(
-        /// Whether chunks ask the OS for transparent huge pages
-        /// (`ARENABUF_HUGE_PAGES`), default false. A chunk is then mapped
-        /// on a 2 MiB boundary and advised with `MADV_HUGEPAGE`, and the
-        /// kernel backs each 2 MiB of it that is touched with one page,
-        /// where transparent huge pages are `always` or `madvise` (Linux;
-        /// elsewhere, or with `never`, nothing changes).
-        ///
-        /// Worth it when buffers are used densely and the working set is
-        /// tens of MiB or more: with base pages most buffers then miss the
-        /// TLB. Measured in three interleaved runs (BENCHMARKS.md, session
-        /// 9), ns per buffer with base pages, then with huge ones: `window`
-        /// at 4 KiB (32 MiB live) 34 - 41 and 24 - 29, at 64 KiB 42 - 49 and
-        /// 30 - 41; `window-mt` at 4 KiB on two threads 15 - 32 and 11 - 13.
-        ///
-        /// Off by default because a huge page is resident as soon as any
-        /// byte of it is touched: buffers written sparsely (a 1 MiB buffer
-        /// holding a short message) make whole 2 MiB pages resident, 8 GiB
-        /// instead of 64 MiB in `window` at 1 MiB, which touches two pages
-        /// of each buffer. And with the kernel's THP `defrag` setting at
-        /// `madvise` (a common default) a fault may compact memory first.
-        /// Huge buffers (above the chunk size) always take base pages.
-        /// Allowed: true or false.
+        /// Which chunks ask the OS for transparent huge pages
+        /// (`ARENABUF_HUGE_PAGES`: `off`, `dense` or `all`), default
+        /// [`HugePages::Dense`]. Such a chunk is mapped on a 2 MiB boundary
+        /// and advised with `MADV_HUGEPAGE`, and the kernel backs each 2 MiB
+        /// of it that is touched with one page, where transparent huge pages
+        /// are `always` or `madvise` (Linux; elsewhere, or with `never`,
+        /// nothing changes). Huge buffers (above the chunk size) always take
+        /// base pages. Allowed: the three [`HugePages`] values.
         ///
         /// # Examples
         ///
         /// ```
-        /// let alloc = arenabuf::PooledAllocator::builder().huge_pages(true).build()?;
+        /// use arenabuf::HugePages;
+        ///
+        /// let alloc = arenabuf::PooledAllocator::builder().huge_pages(HugePages::Off).build()?;
         /// # Ok::<(), arenabuf::ConfigError>(())
         /// ```
-        huge_pages: bool
+        huge_pages: HugePages
     );
     setter!(
         /// The cap on direct memory, chunks and huge buffers together
@@ -470,7 +507,7 @@ impl Builder {
                 "ARENABUF_USE_CACHE_FOR_ALL_THREADS",
                 true,
             )?,
-            huge_pages: pick(self.huge_pages, env, "ARENABUF_HUGE_PAGES", false)?,
+            huge_pages: pick(self.huge_pages, env, "ARENABUF_HUGE_PAGES", HugePages::Dense)?,
             max_direct_memory,
             leak_detection: pick(
                 self.leak_detection,
@@ -540,6 +577,18 @@ impl FromEnv for bool {
     const ALLOWED: &'static str = "true or false";
 }
 
+impl FromEnv for HugePages {
+    fn parse_env(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "off" | "never" | "false" | "0" | "no" => Some(HugePages::Off),
+            "dense" => Some(HugePages::Dense),
+            "all" | "always" | "true" | "1" | "yes" | "on" => Some(HugePages::All),
+            _ => None,
+        }
+    }
+    const ALLOWED: &'static str = "off, dense or all (false and true: off and all)";
+}
+
 impl FromEnv for LeakLevel {
     fn parse_env(text: &str) -> Option<Self> {
         LeakLevel::from_name(text)
@@ -584,7 +633,7 @@ mod tests {
         assert_eq!((c.cache_trim_interval, c.cache_trim_interval_millis), (8192, 0));
         assert_eq!(c.idle_trim_millis, 0, "idle trim is off by default");
         assert!(c.use_cache_for_all_threads);
-        assert!(!c.huge_pages, "chunks take base pages by default");
+        assert_eq!(c.huge_pages, HugePages::Dense, "dense chunks take huge pages by default");
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(c.heap_arenas, (2 * cores).min(crate::memory::system_memory() / (4 << 20) / 6));
         assert_eq!(c.direct_arenas, (2 * cores).min(c.max_direct_memory / (4 << 20) / 6));
@@ -613,10 +662,24 @@ mod tests {
         }
         let c = Builder::new().with_env(env).resolve().unwrap();
         assert_eq!((c.direct_arenas, c.small_cache_size, c.use_cache_for_all_threads), (3, 128, false));
-        assert!(c.huge_pages);
-        let c = Builder::new().with_env(env).direct_arenas(1).huge_pages(false).resolve().unwrap();
+        assert_eq!(c.huge_pages, HugePages::All);
+        let c = Builder::new().with_env(env).direct_arenas(1).huge_pages(HugePages::Off).resolve().unwrap();
         assert_eq!(c.direct_arenas, 1);
-        assert!(!c.huge_pages);
+        assert_eq!(c.huge_pages, HugePages::Off);
+    }
+
+    #[test]
+    fn huge_pages_take_their_three_names_and_the_old_booleans() {
+        for (text, want) in [
+            ("off", HugePages::Off),
+            ("false", HugePages::Off),
+            (" Dense ", HugePages::Dense),
+            ("all", HugePages::All),
+            ("TRUE", HugePages::All),
+        ] {
+            assert_eq!(HugePages::parse_env(text), Some(want), "{text:?}");
+        }
+        assert_eq!(HugePages::parse_env("dens"), None);
     }
 
     #[test]

@@ -82,11 +82,13 @@ impl fmt::Display for ChunkListMetric {
         for chunk in self.chunks() {
             writeln!(
                 f,
-                "    chunk: usage {}%, free {} of {} B, {} run(s)",
+                "    chunk: usage {}%, free {} of {} B, {} run(s){}{}",
                 chunk.usage(),
                 chunk.free_bytes(),
                 chunk.chunk_size(),
-                chunk.runs().len()
+                chunk.runs().len(),
+                if chunk.is_dense() { ", dense" } else { "" },
+                if chunk.huge_pages() { ", huge pages" } else { "" },
             )?;
         }
         Ok(())

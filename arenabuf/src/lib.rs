@@ -51,7 +51,7 @@ mod thread_local;
 
 pub use allocator::{PooledAllocator, DEFAULT_MAX_CAPACITY};
 pub use buf::{ByteBuf, ByteSlice, IndexError, MAX_CAPACITY};
-pub use config::Builder;
+pub use config::{Builder, HugePages};
 pub use error::{AllocError, ConfigError};
 pub use leak::{LeakLevel, LeakReport};
 pub use metric::{AllocatorMetric, ArenaMetric, ChunkListMetric, ChunkMetric, RunMetric, RunState, SubpageMetric};

@@ -10,8 +10,9 @@
 //! * *Direct* memory comes from anonymous private `mmap`, page aligned and
 //!   zero-filled by the kernel, and is counted against a [`MemoryLimit`].
 //! * Mapped blocks can ask for transparent huge pages ([`Backing`]): chunks
-//!   do when the pool is built with `huge_pages(true)`, for working sets of
-//!   tens of MiB, which miss the TLB on most buffers with 4 KiB pages.
+//!   do as the pool's `HugePages` setting says (by default an arena's dense
+//!   chunks after its first), for working sets of tens of MiB, which miss
+//!   the TLB on most buffers with 4 KiB pages.
 //!
 //! A [`RawMemory`] owns one such block and gives it back exactly once, when it
 //! drops. Every byte of it is initialised from the start, so safe code may
@@ -127,6 +128,9 @@ pub(crate) struct RawMemory {
     kind: MemoryKind,
     /// Whether the block is a mapping (else it is from the global allocator).
     mapped: bool,
+    /// How the block was asked to be backed: huge pages only where it is a
+    /// mapping of at least a huge page, advised for them.
+    backing: Backing,
     /// The limit the block is counted against (direct blocks only).
     limit: Option<Arc<MemoryLimit>>,
 }
@@ -164,7 +168,10 @@ impl RawMemory {
             (false, _) => heap_alloc(len),
         };
         match ptr {
-            Some(ptr) => Ok(RawMemory { ptr, len, kind, mapped, limit }),
+            Some(ptr) => {
+                let backing = if huge && cfg!(all(unix, not(miri))) { Backing::HugePages } else { Backing::BasePages };
+                Ok(RawMemory { ptr, len, kind, mapped, backing, limit })
+            }
             None => {
                 if let Some(limit) = &limit {
                     limit.release(len);
@@ -190,6 +197,12 @@ impl RawMemory {
     #[inline]
     pub(crate) fn kind(&self) -> MemoryKind {
         self.kind
+    }
+
+    /// How the block was asked to be backed (whether the kernel gave huge
+    /// pages is its own choice).
+    pub(crate) fn backing(&self) -> Backing {
+        self.backing
     }
 }
 

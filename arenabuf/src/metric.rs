@@ -7,6 +7,7 @@ use std::fmt;
 
 use crate::arena::ArenaCounts;
 use crate::chunk::Chunk;
+use crate::memory::Backing;
 use crate::size_class::SizeClasses;
 
 /// A snapshot of a [`PooledAllocator`](crate::PooledAllocator)'s metrics.
@@ -499,6 +500,8 @@ pub struct ChunkMetric {
     chunk_size: usize,
     free_bytes: usize,
     page_size: usize,
+    dense: bool,
+    huge_pages: bool,
     runs: Vec<RunMetric>,
 }
 
@@ -526,8 +529,50 @@ impl ChunkMetric {
             chunk_size: chunk.size(),
             free_bytes: chunk.free_bytes(),
             page_size: classes.page_size(),
+            dense: chunk.is_dense(),
+            huge_pages: chunk.backing() == Backing::HugePages,
             runs,
         }
+    }
+
+    /// Whether the chunk serves only runs of elements of 4 KiB and less
+    /// (under [`HugePages::Dense`](crate::HugePages::Dense), the default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _small = alloc.heap_buffer(256);
+    /// let _large = alloc.heap_buffer(64 << 10);
+    /// let metric = alloc.metric();
+    /// let chunks = &metric.heap_arenas()[0].chunk_lists()[0].chunks();
+    /// assert_eq!(chunks.iter().filter(|c| c.is_dense()).count(), 1);
+    /// assert_eq!(chunks.len(), 2);
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn is_dense(&self) -> bool {
+        self.dense
+    }
+
+    /// Whether the chunk was mapped for transparent huge pages (whether
+    /// the kernel gave them is its choice: see `AnonHugePages` in
+    /// `/proc/self/smaps`). See [`HugePages`](crate::HugePages) for which
+    /// chunks are.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+    /// let _buf = alloc.heap_buffer(256);
+    /// let metric = alloc.metric();
+    /// // An arena's first dense chunk takes base pages.
+    /// assert!(!metric.heap_arenas()[0].chunk_lists()[0].chunks()[0].huge_pages());
+    /// # Ok::<(), arenabuf::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn huge_pages(&self) -> bool {
+        self.huge_pages
     }
 
     /// Usage in percent: 100 only when full, else at most 99, 0 only when

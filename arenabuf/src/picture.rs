@@ -4,8 +4,8 @@
 //! Each page is one `<rect>` with `data-page` (its index in the chunk) and
 //! `data-state` (`free`, `run` or `subpage`); each chunk is a `<g>` with
 //! `data-chunk` (its index in the picture), `data-kind`, `data-arena`,
-//! `data-list` and `data-usage`, so tools and tests can read the picture
-//! back. Subpage pages are shaded by how full their subpage is.
+//! `data-list`, `data-usage` and `data-dense`, so tools and tests can read
+//! the picture back. Subpage pages are shaded by how full their subpage is.
 
 use std::fmt::Write;
 
@@ -44,8 +44,10 @@ fn subpage_colour(used: usize, max: usize) -> String {
 /// let _bufs = (alloc.heap_buffer(100), alloc.heap_buffer(100_000));
 /// let svg = arenabuf::chunks_svg(&alloc.metric());
 /// assert!(svg.starts_with("<svg"));
-/// assert_eq!(svg.matches("<g data-chunk=").count(), 1);
-/// assert_eq!(svg.matches("<rect data-page=").count(), 512);
+/// // The 100-byte buffer's chunk is dense (see `HugePages::Dense`).
+/// assert_eq!(svg.matches("<g data-chunk=").count(), 2);
+/// assert_eq!(svg.matches(r#"data-dense="true""#).count(), 1);
+/// assert_eq!(svg.matches("<rect data-page=").count(), 1024);
 /// # Ok::<(), arenabuf::ConfigError>(())
 /// ```
 #[must_use]
@@ -94,12 +96,14 @@ pub fn chunks_svg(metric: &AllocatorMetric) -> String {
         let page_width = STRIP_WIDTH / pages as f64;
         let _ = writeln!(
             svg,
-            r#"<g data-chunk="{row}" data-kind="{kind}" data-arena="{arena_index}" data-list="{list}" data-usage="{}">"#,
-            chunk.usage()
+            r#"<g data-chunk="{row}" data-kind="{kind}" data-arena="{arena_index}" data-list="{list}" data-usage="{}" data-dense="{}">"#,
+            chunk.usage(),
+            chunk.is_dense()
         );
         let _ = writeln!(
             svg,
-            "<title>{kind} arena {arena_index}, {list}: usage {}%, {} of {} B free</title>",
+            "<title>{kind} arena {arena_index}, {list}{}: usage {}%, {} of {} B free</title>",
+            if chunk.is_dense() { ", dense" } else { "" },
             chunk.usage(),
             chunk.free_bytes(),
             chunk.chunk_size()
