@@ -53,9 +53,13 @@ pub(crate) struct Config {
 ///
 /// With 4 KiB pages a buffer touched at random in a working set of tens of
 /// MiB misses the TLB (the 2,048 entries of a recent x86 core's second
-/// level reach 8 MiB); a 2 MiB page covers 512 of them at once. But a huge
-/// page is resident as soon as any byte of it is touched, so it suits only
-/// memory used densely.
+/// level reach 8 MiB); a 2 MiB page covers 512 of them at once, and one
+/// fault maps all of them. But a huge page is resident as soon as any byte
+/// of it is touched, so it suits only memory used densely. And with the
+/// kernel's THP `defrag` setting at `madvise` (a common default) its first
+/// fault may compact memory first: on this project's machine, filling 21
+/// new chunks with every chunk on huge pages took 57 ms against 7 ms on
+/// base pages, about 1.2 ms per huge page.
 ///
 /// # Examples
 ///
@@ -92,8 +96,11 @@ pub enum HugePages {
     /// Worth it only when buffers of every size are used densely: a 1 MiB
     /// buffer holding a short message makes a whole 2 MiB page resident
     /// (8 GiB instead of 64 MiB in `window` at 1 MiB, which touches two
-    /// pages of each buffer). And with the kernel's THP `defrag` setting at
-    /// `madvise` (a common default) a fault may compact memory first.
+    /// pages of each buffer). Where they are, it pays: `window` with mixed
+    /// sizes up to 128 KiB (about 120 MiB live) took 50 - 55 ns per buffer
+    /// against 76 - 83 with [`Dense`](Self::Dense), mostly from faults (new
+    /// pages of old chunks keep being touched for the first time as runs
+    /// are cut anew: 900 faults per 400,000 buffers) and TLB misses.
     All,
 }
 
