@@ -360,7 +360,7 @@ impl Chunk {
     ) -> Option<u32> {
         let run = self.allocate_run(classes, shape.run_pages)?;
         let page = run.run_offset();
-        let start = self.memory.ptr().as_ptr() as usize + ((page as usize) << self.page_shift);
+        let start = self.region_ptr(run, 0).as_ptr() as usize;
         self.subpages.init(page, size_idx, shape, run_colour(turn, start, shape.colours));
         Some(page)
     }
