@@ -21,6 +21,9 @@ const DEFAULT_MAX_CACHED_BUFFER_CAPACITY: usize = 32 * 1024;
 /// Bytes a thread may keep cached per class above the max cached buffer
 /// capacity: 16 regions of 64 KiB, one of 1 MiB, none of 2 MiB and up.
 const DEFAULT_LARGE_CACHE_BYTES: usize = 1 << 20;
+/// Bytes of a small class a thread cache takes from its arena at a miss:
+/// 15 more regions of 4 KiB, 63 of 1 KiB, up to half the class's stack.
+const DEFAULT_CACHE_FILL_BYTES: usize = 64 << 10;
 const DEFAULT_CACHE_TRIM_INTERVAL: u32 = 8192;
 /// The largest per-class cache: enough for any realistic burst, small enough
 /// that a cache can never hold more than a few chunks' worth of one class.
@@ -39,6 +42,7 @@ pub(crate) struct Config {
     pub(crate) normal_cache_size: usize,
     pub(crate) max_cached_buffer_capacity: usize,
     pub(crate) large_cache_bytes: usize,
+    pub(crate) cache_fill_bytes: usize,
     pub(crate) cache_trim_interval: u32,
     pub(crate) cache_trim_interval_millis: u64,
     pub(crate) use_cache_for_all_threads: bool,
@@ -134,6 +138,7 @@ pub struct Builder {
     normal_cache_size: Option<usize>,
     max_cached_buffer_capacity: Option<usize>,
     large_cache_bytes: Option<usize>,
+    cache_fill_bytes: Option<usize>,
     cache_trim_interval: Option<u32>,
     cache_trim_interval_millis: Option<u64>,
     use_cache_for_all_threads: Option<bool>,
@@ -156,6 +161,7 @@ impl fmt::Debug for Builder {
             .field("normal_cache_size", &self.normal_cache_size)
             .field("max_cached_buffer_capacity", &self.max_cached_buffer_capacity)
             .field("large_cache_bytes", &self.large_cache_bytes)
+            .field("cache_fill_bytes", &self.cache_fill_bytes)
             .field("cache_trim_interval", &self.cache_trim_interval)
             .field("cache_trim_interval_millis", &self.cache_trim_interval_millis)
             .field("use_cache_for_all_threads", &self.use_cache_for_all_threads)
@@ -192,6 +198,7 @@ impl Builder {
             normal_cache_size: None,
             max_cached_buffer_capacity: None,
             large_cache_bytes: None,
+            cache_fill_bytes: None,
             cache_trim_interval: None,
             cache_trim_interval_millis: None,
             use_cache_for_all_threads: None,
@@ -324,6 +331,31 @@ impl Builder {
         /// # Ok::<(), arenabuf::ConfigError>(())
         /// ```
         large_cache_bytes: usize
+    );
+    setter!(
+        /// Bytes of a small class that a thread cache takes from its arena
+        /// when the class misses (`ARENABUF_CACHE_FILL_BYTES`), default
+        /// 64 KiB: the region asked for, and as many more as fit in these
+        /// bytes, up to half the class's
+        /// [`small_cache_size`](Self::small_cache_size), under the arena's
+        /// lock once. 4 KiB buffers then come 16 at a time, 1 KiB buffers
+        /// 64, 256 B buffers 128. A thread whose buffers of a class keep
+        /// growing in number (a window filling, a burst of connections)
+        /// pays the arena's way once per batch; regions it then leaves
+        /// unused go back at its cache's next trim. 0 (or any value up to
+        /// the class size) takes one region per miss, as Netty does.
+        /// Allowed: any.
+        ///
+        /// # Examples
+        ///
+        /// ```
+        /// let alloc = arenabuf::PooledAllocator::builder().cache_fill_bytes(0).build()?;
+        /// drop(alloc.heap_buffer(4096));
+        /// // The miss took one region: the one the buffer had.
+        /// assert_eq!(alloc.metric().heap_arenas().iter().map(|a| a.num_allocations()).sum::<u64>(), 1);
+        /// # Ok::<(), arenabuf::ConfigError>(())
+        /// ```
+        cache_fill_bytes: usize
     );
     setter!(
         /// Cache lookups between two trims of a thread's cache
@@ -496,6 +528,7 @@ impl Builder {
                 "ARENABUF_LARGE_CACHE_BYTES",
                 DEFAULT_LARGE_CACHE_BYTES,
             )?,
+            cache_fill_bytes: pick(self.cache_fill_bytes, env, "ARENABUF_CACHE_FILL_BYTES", DEFAULT_CACHE_FILL_BYTES)?,
             cache_trim_interval: pick(
                 self.cache_trim_interval,
                 env,
@@ -637,6 +670,7 @@ mod tests {
         assert_eq!((c.small_cache_size, c.normal_cache_size), (256, 64));
         assert_eq!(c.max_cached_buffer_capacity, 32 * 1024);
         assert_eq!(c.large_cache_bytes, 1 << 20);
+        assert_eq!(c.cache_fill_bytes, 64 << 10);
         assert_eq!((c.cache_trim_interval, c.cache_trim_interval_millis), (8192, 0));
         assert_eq!(c.idle_trim_millis, 0, "idle trim is off by default");
         assert!(c.use_cache_for_all_threads);

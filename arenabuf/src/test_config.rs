@@ -16,13 +16,15 @@ pub(crate) fn classes() -> crate::SizeClasses {
 }
 
 /// An allocator with one arena of each kind, 8 KiB pages and the test
-/// geometry's chunks.
+/// geometry's chunks, whose caches take one region per miss (no fill), so
+/// that the arenas' counts are the buffers'. The fill has tests of its own.
 #[cfg_attr(loom, allow(dead_code))] // the loom models build their own
 pub(crate) fn pool() -> crate::PooledAllocator {
     crate::PooledAllocator::builder()
         .heap_arenas(1)
         .direct_arenas(1)
         .max_order(MAX_ORDER)
+        .cache_fill_bytes(0)
         .build()
         .expect("valid test settings")
 }

@@ -91,6 +91,16 @@ const OUTBOX_BYTES: u64 = 1 << 20;
 const REMOTE_QUEUE_BYTES: u64 = 4 << 20;
 /// With a time-based trim, the clock is checked every this many lookups.
 const CLOCK_CHECK_EVERY: u32 = 256;
+/// Regions a miss of a cached small class of `class_size` bytes takes from
+/// the arena for a stack of `capacity`, beyond the one it serves: what
+/// fits in `fill_bytes` ([`Builder::cache_fill_bytes`]), at most half the
+/// capacity, as jemalloc's caches fill. Regions a thread then leaves unused
+/// go back at its next trim.
+///
+/// [`Builder::cache_fill_bytes`]: crate::Builder::cache_fill_bytes
+fn fill_count(capacity: u32, class_size: usize, fill_bytes: usize) -> usize {
+    (capacity as usize / 2).min(fill_bytes / class_size).saturating_sub(1)
+}
 
 /// A region on its way back to a cache from another thread: the image a
 /// cached, untracked buffer of it carries, which is also what its stack
@@ -1366,6 +1376,14 @@ impl Stack {
         added
     }
 
+    /// Reverses the order of the top `count` regions.
+    fn reverse_top(&self, count: usize) {
+        let len = self.len() as usize;
+        // SAFETY: the reference ends with the next statement, and `len()` takes none.
+        let slots = unsafe { self.slots_mut() };
+        slots[len - count..len].reverse();
+    }
+
     /// A released, cached, untracked allocation's region on top, when the
     /// stack has room (false, nothing changed, when it has not): a copy of
     /// the allocation's bytes, a 16-byte and an 8-byte move, which the pop
@@ -1603,6 +1621,8 @@ pub(crate) struct ThreadCache {
     trim_interval: u32,
     trim_period: Option<Duration>,
     last_trim: Instant,
+    /// [`Builder::cache_fill_bytes`](crate::Builder::cache_fill_bytes).
+    fill_bytes: usize,
     /// The shared part's tally, reached without going through `shared`. It
     /// owns the stacks that `kinds` views, so the views stay valid while
     /// the cache holds it; the registry and the shared part hold it too,
@@ -1724,6 +1744,7 @@ impl ThreadCache {
             trim_interval: config.cache_trim_interval,
             trim_period,
             last_trim: Instant::now(),
+            fill_bytes: config.cache_fill_bytes,
         };
         cache.next_leak_sample();
         cache
@@ -1878,7 +1899,30 @@ impl ThreadCache {
             }
         }
         let arena = self.kinds[k].arena().expect("checked above");
-        let region = self.shared().pool.within_limit(|| arena.allocate(idx))?;
+        let classes = arena.size_classes();
+        let stack = self.kinds[k].stack(idx);
+        let extra =
+            if classes.is_small(idx) { fill_count(stack.capacity, classes.size_of(idx), self.fill_bytes) } else { 0 };
+        // A miss finds the stack empty, but a batch must never find it full:
+        // the arena hands each region over for good.
+        let extra = extra.min((stack.capacity - stack.len()) as usize);
+        let region = if lookup && extra > 0 {
+            let (shared, mut kept) = (self.shared, 0);
+            let region = self.shared().pool.within_limit(|| {
+                arena.allocate_small_batch(idx, extra, |extra| {
+                    let pushed = stack.push(CachedRegion::of(kind, extra.ptr, extra.chunk, extra.size_idx, shared));
+                    debug_assert!(pushed, "a stack with room takes a push");
+                    kept += 1;
+                })
+            })?;
+            // Pops take the newest: reversed, the regions go out in the
+            // arena's order, at rising addresses within each subpage.
+            stack.reverse_top(kept);
+            self.out_or_parked += kept;
+            region
+        } else {
+            self.shared().pool.within_limit(|| arena.allocate(idx))?
+        };
         self.count_new_buffer();
         let cached = CachedRegion::of(kind, region.ptr, region.chunk, region.size_idx, self.shared);
         Ok((Allocation::from_region(cached), if lookup { Counted::Miss } else { Counted::Other }))
@@ -2422,9 +2466,14 @@ mod tests {
     use crate::test_config::{active, pool};
     use crate::{ByteBuf, PooledAllocator};
 
-    /// A builder for a pool of one small heap arena and no direct ones.
+    /// A builder for a pool of one small heap arena and no direct ones,
+    /// whose caches take one region per miss (no fill), as `pool()`'s.
     fn one_heap_arena() -> crate::Builder {
-        PooledAllocator::builder().heap_arenas(1).direct_arenas(0).max_order(crate::test_config::MAX_ORDER)
+        PooledAllocator::builder()
+            .heap_arenas(1)
+            .direct_arenas(0)
+            .max_order(crate::test_config::MAX_ORDER)
+            .cache_fill_bytes(0)
     }
 
     /// A pool of one heap arena whose small classes keep `capacity` regions
@@ -2500,6 +2549,66 @@ mod tests {
         assert_eq!(kept[0].memory_address(), addrs[2], "the newest region stayed");
         assert_eq!(kept[1].memory_address(), addrs[1], "and the one before it");
         assert_eq!(alloc.metric().heap_arenas()[0].num_small_allocations(), 3, "both from the stack");
+    }
+
+    /// One heap arena with the default fill.
+    fn filling_heap_arena() -> crate::Builder {
+        PooledAllocator::builder().heap_arenas(1).direct_arenas(0).max_order(crate::test_config::MAX_ORDER)
+    }
+
+    #[test]
+    fn a_miss_takes_a_batch_of_its_class_which_serves_the_next_requests() {
+        let alloc = filling_heap_arena().build().unwrap();
+        let arena = || alloc.metric().heap_arenas()[0].clone();
+        // 64 KiB of 4 KiB regions: the one asked for and 15 more.
+        let first = alloc.heap_buffer(4096);
+        assert_eq!((arena().num_allocations(), active(&alloc)), (16, 16));
+        let rest: Vec<ByteBuf> = (0..15).map(|_| alloc.heap_buffer(4096)).collect();
+        assert_eq!(arena().num_allocations(), 16, "all from the stack");
+        let mut addrs: Vec<usize> = rest.iter().chain([&first]).map(ByteBuf::memory_address).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 16);
+        // The stack ran dry: the next miss takes another batch.
+        let more = alloc.heap_buffer(4096);
+        assert_eq!(arena().num_allocations(), 32);
+        drop((first, rest, more));
+        // No hits since the batch: the trims give the unused regions back.
+        assert!(alloc.trim_current_thread_cache());
+        assert!(alloc.trim_current_thread_cache());
+        assert_eq!(active(&alloc), 0);
+    }
+
+    #[test]
+    fn a_fill_takes_at_most_half_the_stack_and_none_when_off() {
+        let half = filling_heap_arena().small_cache_size(8).build().unwrap();
+        let one = filling_heap_arena().cache_fill_bytes(0).build().unwrap();
+        let tiny = filling_heap_arena().cache_fill_bytes(100).build().unwrap();
+        for (alloc, taken) in [(&half, 4), (&one, 1), (&tiny, 1)] {
+            let buf = alloc.heap_buffer(256);
+            assert_eq!(alloc.metric().heap_arenas()[0].num_allocations(), taken);
+            drop(buf);
+        }
+        // Classes whose elements the fill's bytes do not hold twice take one.
+        let big = filling_heap_arena().build().unwrap();
+        drop(big.heap_buffer(28 << 10));
+        assert_eq!(big.metric().heap_arenas()[0].num_allocations(), 2, "64 KiB holds two 28 KiB regions");
+        drop(big.heap_buffer(64 << 10));
+        assert_eq!(big.metric().heap_arenas()[0].num_allocations(), 3, "a normal class takes one");
+    }
+
+    #[test]
+    fn a_fill_stops_where_the_arenas_chunks_are_full() {
+        // 16 KiB chunks: 1 KiB elements, at most 16 to a chunk, against a
+        // fill of 64.
+        let alloc = filling_heap_arena().max_order(1).build().unwrap();
+        let buf = alloc.heap_buffer(1024);
+        let arena = alloc.metric().heap_arenas()[0].clone();
+        let chunks: usize = arena.chunk_lists().iter().map(|list| list.chunks().len()).sum();
+        assert_eq!(chunks, 1, "the fill added no chunk");
+        let taken = arena.num_allocations();
+        assert!((2..=16).contains(&taken), "{taken} regions");
+        drop(buf);
     }
 
     #[test]

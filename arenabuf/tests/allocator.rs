@@ -7,8 +7,10 @@ use std::thread;
 
 use arenabuf::{AllocError, ByteBuf, LeakLevel, PooledAllocator};
 
+/// One arena of each kind; a miss takes one region (no fill), so that the
+/// arenas' counts are the buffers'.
 fn one_arena_each() -> PooledAllocator {
-    PooledAllocator::builder().heap_arenas(1).direct_arenas(1).build().unwrap()
+    PooledAllocator::builder().heap_arenas(1).direct_arenas(1).cache_fill_bytes(0).build().unwrap()
 }
 
 fn direct_arena(alloc: &PooledAllocator) -> arenabuf::ArenaMetric {
@@ -150,7 +152,7 @@ fn releases_on_other_threads_queue_only_what_the_owner_would_keep() {
 
 #[test]
 fn trim_drains_idle_classes_and_keeps_busy_ones() {
-    let alloc = PooledAllocator::builder().direct_arenas(1).small_cache_size(16).build().unwrap();
+    let alloc = PooledAllocator::builder().direct_arenas(1).small_cache_size(16).cache_fill_bytes(0).build().unwrap();
     let parked: Vec<ByteBuf> = (0..4).map(|_| alloc.direct_buffer(100)).collect();
     drop(parked);
     // 16 hits in the class: it is busy, the trim keeps its regions.
@@ -167,8 +169,13 @@ fn trim_drains_idle_classes_and_keeps_busy_ones() {
 
 #[test]
 fn the_cache_trims_itself_after_the_trim_interval() {
-    let alloc =
-        PooledAllocator::builder().direct_arenas(1).small_cache_size(16).cache_trim_interval(100).build().unwrap();
+    let alloc = PooledAllocator::builder()
+        .direct_arenas(1)
+        .small_cache_size(16)
+        .cache_trim_interval(100)
+        .cache_fill_bytes(0)
+        .build()
+        .unwrap();
     drop(alloc.direct_buffer(100)); // parks one 112-byte region
                                     // 100 lookups of another class, and a period more: its hits count for
                                     // the trim four at a time (the largest power of two dividing 100).
@@ -299,7 +306,12 @@ fn capacity_above_max_capacity_is_a_typed_error() {
 
 #[test]
 fn without_caches_for_all_threads_only_opted_in_threads_cache() {
-    let alloc = PooledAllocator::builder().direct_arenas(1).use_cache_for_all_threads(false).build().unwrap();
+    let alloc = PooledAllocator::builder()
+        .direct_arenas(1)
+        .use_cache_for_all_threads(false)
+        .cache_fill_bytes(0)
+        .build()
+        .unwrap();
     let plain = alloc.clone();
     thread::spawn(move || {
         drop(plain.direct_buffer(100));

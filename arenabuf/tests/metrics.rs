@@ -5,8 +5,10 @@ use arenabuf::{ByteBuf, PooledAllocator, RunState};
 
 /// One heap arena whose thread caches keep no normal class above 32 KiB
 /// (Netty's rule), so that dropping such a buffer reaches the arena.
+/// One heap arena whose caches take one region per miss (no fill), so that
+/// a buffer's region is all its class uses.
 fn one_heap_arena() -> PooledAllocator {
-    PooledAllocator::builder().heap_arenas(1).direct_arenas(0).large_cache_bytes(0).build().unwrap()
+    PooledAllocator::builder().heap_arenas(1).direct_arenas(0).large_cache_bytes(0).cache_fill_bytes(0).build().unwrap()
 }
 
 fn heap_arena(alloc: &PooledAllocator) -> arenabuf::ArenaMetric {
@@ -195,7 +197,7 @@ fn trim_reaches_the_caches_of_other_threads() {
 
 #[test]
 fn dump_stats_lists_arenas_chunks_and_subpages() {
-    let alloc = PooledAllocator::builder().heap_arenas(2).direct_arenas(1).build().unwrap();
+    let alloc = PooledAllocator::builder().heap_arenas(2).direct_arenas(1).cache_fill_bytes(0).build().unwrap();
     let _a = alloc.heap_buffer(500);
     let _b = alloc.direct_buffer(3 << 20);
     let stats = alloc.dump_stats();
@@ -240,7 +242,7 @@ fn the_idle_time_trim_gives_memory_back_in_the_background() {
 
 #[test]
 fn trim_returns_regions_queued_for_an_idle_thread_at_once() {
-    let alloc = PooledAllocator::builder().heap_arenas(1).direct_arenas(0).build().unwrap();
+    let alloc = PooledAllocator::builder().heap_arenas(1).direct_arenas(0).cache_fill_bytes(0).build().unwrap();
     let (bufs_tx, bufs_rx) = std::sync::mpsc::channel::<Vec<ByteBuf>>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let worker = {
