@@ -512,6 +512,7 @@ impl Arena {
 mod tests {
     use super::*;
     use crate::chunk_list::QINIT;
+    use crate::RunState;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -571,10 +572,24 @@ mod tests {
         let idx = classes.index_of(4096).unwrap();
         let mut regions = Vec::new();
         let first = a.allocate_small_batch(idx, usize::MAX, |r| regions.push(r)).unwrap();
-        // The chunk the first region needed, and every element it holds.
-        let per_chunk = classes.chunk_size() / 4096;
-        assert!(regions.len() + 1 >= per_chunk * 9 / 10 && regions.len() < per_chunk, "{} extras", regions.len());
+        // The chunk the first region needed, and every element of the
+        // subpages it could cut.
         assert!(regions.iter().all(|r| r.chunk == first.chunk && r.size_idx == idx as u32));
+        let metric = a.metric();
+        let mut held = 0;
+        for run in metric.chunk_lists().iter().flat_map(|l| l.chunks()).flat_map(|c| c.runs()) {
+            match run.state() {
+                RunState::Subpage { max_num_elements, num_available, .. } => {
+                    assert_eq!(num_available, 0);
+                    held += max_num_elements;
+                }
+                RunState::Free => {}
+                RunState::Used => unreachable!("no run was asked for"),
+            }
+        }
+        assert_eq!(held, regions.len() + 1);
+        // And the listed chunks can cut no more (a free run may be too short).
+        assert_eq!(a.allocate_small(&mut lock(&a.state), idx, false).unwrap(), None);
         let mut addrs: Vec<NonNull<u8>> = regions.iter().map(|r| r.ptr).chain([first.ptr]).collect();
         addrs.sort();
         addrs.dedup();
