@@ -611,6 +611,43 @@ mod tests {
     }
 
     #[test]
+    fn a_subpage_run_freed_between_live_ones_serves_its_class_again() {
+        let a = arena(MemoryKind::Heap, None);
+        // 2 KiB elements: runs of 10 pages, three to a chunk even under Miri.
+        let idx = a.size_classes().index_of(2048).unwrap();
+        let per_run = a.shapes[idx].max_elems as usize;
+        // Every element the first chunk holds, then one freed from its first
+        // run (so that the pool holds a subpage of the class), then all of a
+        // middle run, which retires and frees that run between live ones.
+        let mut regions = Vec::new();
+        let first = a.allocate_small_batch(idx, usize::MAX, |r| regions.push(r)).unwrap();
+        regions.push(first);
+        let mut runs: Vec<u32> = regions.iter().map(|r| r.handle.run_offset()).collect();
+        runs.sort_unstable();
+        runs.dedup();
+        assert!(runs.len() >= 3, "{} runs", runs.len());
+        let (head, middle) = (runs[0], runs[runs.len() / 2]);
+        let one = regions.iter().position(|r| r.handle.run_offset() == head).unwrap();
+        let mut freed = vec![regions.swap_remove(one)];
+        freed.extend(regions.extract_if(.., |r| r.handle.run_offset() == middle));
+        assert_eq!(freed.len(), per_run + 1);
+        for r in &freed {
+            a.free(r.chunk, r.handle, idx);
+        }
+        // The pool's element and a whole run again, from the same chunk:
+        // the freed run is found for its class.
+        let mut again = Vec::new();
+        let r = a.allocate_small_batch(idx, per_run, |r| again.push(r)).unwrap();
+        again.push(r);
+        assert_eq!(again.len(), per_run + 1);
+        assert!(again.iter().all(|r| r.chunk == first.chunk));
+        assert_eq!(a.counts().chunks, 1);
+        for r in regions.iter().chain(&again) {
+            a.free(r.chunk, r.handle, idx);
+        }
+    }
+
+    #[test]
     fn an_arenas_second_dense_chunk_takes_huge_pages_and_no_other_does() {
         let a = arena_with(HugePages::Dense, None);
         let classes = crate::test_config::classes();

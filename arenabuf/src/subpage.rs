@@ -97,12 +97,30 @@ pub(crate) fn coloured_shape_for(elem_size: usize, page_size: usize, chunk_pages
     let room = (colours - 1) * LINE;
     let max_elems = page_size >> MAX_ELEMENTS_SHIFT;
     let want = COLOURED_MIN_ELEMS.min(max_elems);
-    let run = (want * elem_size + room).next_multiple_of(page_size);
+    let run = page_class_ceil((want * elem_size + room).div_ceil(page_size)) * page_size;
     if run > page_size * chunk_pages {
         return plain;
     }
     let elems = ((run - room) / elem_size).min(max_elems);
     SubpageShape { run_pages: (run / page_size) as u32, max_elems: elems as u32, colours: colours as u32 }
+}
+
+/// The smallest page class of at least `pages` pages: every count up to 4
+/// (and so up to 8), then four classes per doubling (10, 12, 14, 16, 20...),
+/// as [`SizeClasses`](crate::SizeClasses) has them.
+///
+/// Why: a chunk files a free run under the largest class it holds and
+/// looks for a request from the smallest class that holds it, so a free
+/// run that is not a class's size serves no request of its own length. A
+/// 17-page run of 4 KiB elements freed between two live ones stayed unused
+/// by its class, and `window` 4 KiB's chunks grew from 36 to 48 MiB over
+/// its first runs (BENCHMARKS.md, session 14).
+fn page_class_ceil(pages: usize) -> usize {
+    if pages <= 4 {
+        return pages;
+    }
+    let step = 1 << ((pages - 1).ilog2() - 2);
+    pages.next_multiple_of(step)
 }
 
 /// The spacing of element starts within the 4 KiB period for a stride of
@@ -461,9 +479,26 @@ mod tests {
         // The classes from 128 B to 4 KiB that are multiples of 128 B.
         assert_eq!(coloured, 16);
         assert_eq!(coloured_shape_for(1024, 8192, 512), SubpageShape { run_pages: 5, max_elems: 39, colours: 16 });
-        assert_eq!(coloured_shape_for(4096, 8192, 512), SubpageShape { run_pages: 17, max_elems: 33, colours: 64 });
+        assert_eq!(coloured_shape_for(4096, 8192, 512), SubpageShape { run_pages: 20, max_elems: 39, colours: 64 });
         // Too long for a chunk of 16 pages: the plain run.
         assert_eq!(coloured_shape_for(4096, 8192, 16), shape_for(4096, 8192, 16));
+    }
+
+    #[test]
+    fn coloured_runs_are_page_classes_so_a_freed_one_serves_its_class_again() {
+        for (page, order) in [(8192, 9), (8192, 11), (4096, 14), (8192, crate::test_config::MAX_ORDER)] {
+            let classes = crate::SizeClasses::new(page, order).unwrap();
+            for pages in 1..=classes.chunk_pages() {
+                let ceil = classes.pages_of(classes.page_index_ceil(pages).unwrap());
+                assert_eq!(page_class_ceil(pages), ceil, "{pages} pages of {page} B");
+            }
+            for idx in 0..classes.num_small_classes() {
+                let s = coloured_shape_for(classes.size_of(idx), page, classes.chunk_pages());
+                let pages = s.run_pages as usize;
+                let (ceil, floor) = (classes.page_index_ceil(pages).unwrap(), classes.page_index_floor(pages).unwrap());
+                assert_eq!(ceil, floor, "{} B: {pages} pages", classes.size_of(idx));
+            }
+        }
     }
 
     #[test]
