@@ -2589,7 +2589,7 @@ mod tests {
             assert_eq!(alloc.metric().heap_arenas()[0].num_allocations(), taken);
             drop(buf);
         }
-        // Classes whose elements the fill's bytes do not hold twice take one.
+        // A class of large elements takes what 64 KiB holds, a normal class one.
         let big = filling_heap_arena().build().unwrap();
         drop(big.heap_buffer(28 << 10));
         assert_eq!(big.metric().heap_arenas()[0].num_allocations(), 2, "64 KiB holds two 28 KiB regions");
