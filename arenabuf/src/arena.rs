@@ -907,6 +907,9 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Alloc(usize),
+        /// A small allocation and up to this many more of its class, as a
+        /// thread cache's fill takes them.
+        AllocBatch(usize, usize),
         Free(usize),
     }
 
@@ -918,6 +921,10 @@ mod tests {
             3 => (4u32..top, any::<u32>()).prop_map(move |(shift, r)| {
                 let base = 1usize << shift;
                 Op::Alloc((base + r as usize % base).min(2 * chunk))
+            }),
+            1 => (4u32..13, any::<u32>(), 0usize..80).prop_map(|(shift, r, extra)| {
+                let base = 1usize << shift;
+                Op::AllocBatch(base + r as usize % base, extra)
             }),
             2 => any::<usize>().prop_map(Op::Free),
         ]
@@ -972,6 +979,21 @@ mod tests {
                         };
                         allocs += entry.region.is_some() as u64;
                         live.push(entry);
+                    }
+                    Op::AllocBatch(size, extra) => {
+                        let idx = classes.index_of(size).unwrap();
+                        prop_assert!(classes.is_small(idx));
+                        let mut regions = Vec::new();
+                        let first = a.allocate_small_batch(idx, extra, |r| regions.push(r)).unwrap();
+                        prop_assert!(regions.len() <= extra);
+                        for r in std::iter::once(first).chain(regions) {
+                            pattern = pattern.wrapping_add(1);
+                            prop_assert_eq!(r.size_idx as usize, idx);
+                            prop_assert!(a.test_touch(&r, size, pattern, false));
+                            let addr = r.ptr.as_ptr() as usize;
+                            live.push(Live { region: Some(r), huge: None, addr, len: size, class_size: classes.size_of(idx), pattern });
+                            allocs += 1;
+                        }
                     }
                     Op::Free(i) if !live.is_empty() => {
                         let entry = live.swap_remove(i % live.len());
