@@ -105,9 +105,9 @@ pub(crate) fn coloured_shape_for(elem_size: usize, page_size: usize, chunk_pages
     SubpageShape { run_pages: (run / page_size) as u32, max_elems: elems as u32, colours: colours as u32 }
 }
 
-/// The smallest page class of at least `pages` pages: every count up to 4
-/// (and so up to 8), then four classes per doubling (10, 12, 14, 16, 20...),
-/// as [`SizeClasses`](crate::SizeClasses) has them.
+/// The smallest page class of at least `pages` pages: every count from 1
+/// to 8, then four classes per doubling (10, 12, 14, 16, 20...), as
+/// [`SizeClasses`](crate::SizeClasses) has them.
 ///
 /// Why: a chunk files a free run under the largest class it holds and
 /// looks for a request from the smallest class that holds it, so a free
