@@ -26,6 +26,12 @@
 //! writes nothing for the metrics. A pop leaves its region in the slot, so
 //! releasing the region popped last only moves the word back.
 //!
+//! A miss of a small class takes a batch of the class's regions from the
+//! arena under one lock (`cache_fill_bytes`, 64 KiB by default, at most
+//! half the stack): the buffer gets the first, the stack the rest, so that
+//! a thread whose buffers of a class grow in number goes to the arena once
+//! per batch.
+//!
 //! # Cross-thread release
 //!
 //! A buffer released on another thread goes back to the cache of the thread
