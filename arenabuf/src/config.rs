@@ -21,8 +21,8 @@ const DEFAULT_MAX_CACHED_BUFFER_CAPACITY: usize = 32 * 1024;
 /// Bytes a thread may keep cached per class above the max cached buffer
 /// capacity: 16 regions of 64 KiB, one of 1 MiB, none of 2 MiB and up.
 const DEFAULT_LARGE_CACHE_BYTES: usize = 1 << 20;
-/// Bytes of a small class a thread cache takes from its arena at a miss:
-/// 15 more regions of 4 KiB, 63 of 1 KiB, up to half the class's stack.
+/// The most bytes of a small class a thread cache takes from its arena at
+/// a miss: 16 regions of 4 KiB, 64 of 1 KiB, up to half the class's stack.
 const DEFAULT_CACHE_FILL_BYTES: usize = 64 << 10;
 const DEFAULT_CACHE_TRIM_INTERVAL: u32 = 8192;
 /// The largest per-class cache: enough for any realistic burst, small enough
@@ -333,26 +333,33 @@ impl Builder {
         large_cache_bytes: usize
     );
     setter!(
-        /// Bytes of a small class that a thread cache takes from its arena
-        /// when the class misses (`ARENABUF_CACHE_FILL_BYTES`), default
-        /// 64 KiB: the region asked for, and as many more as fit in these
-        /// bytes, up to half the class's
+        /// The most bytes of a small class that a thread cache takes from
+        /// its arena at one miss of the class (`ARENABUF_CACHE_FILL_BYTES`),
+        /// default 64 KiB, and at most half the class's
         /// [`small_cache_size`](Self::small_cache_size), under the arena's
-        /// lock once. 4 KiB buffers then come 16 at a time, 1 KiB buffers
-        /// 64, 256 B buffers 128. A thread whose buffers of a class keep
+        /// lock once. A class's first miss takes one region, the one asked
+        /// for; each further miss twice as many as the last, up to this
+        /// (4 KiB buffers: 16, 1 KiB: 64, 256 B: 128); each trim of the
+        /// cache halves it. So a thread whose buffers of a class keep
         /// growing in number (a window filling, a burst of connections)
-        /// pays the arena's way once per batch; regions it then leaves
-        /// unused go back at its cache's next trim. 0 (or any value up to
-        /// the class size) takes one region per miss, as Netty does.
-        /// Allowed: any.
+        /// pays the arena's way once per batch, and a thread with a few
+        /// buffers of a class takes a few. Regions a thread leaves unused
+        /// go back at its cache's next trim. 0 (or any value up to the class
+        /// size) takes one region per miss, as Netty does. Allowed: any.
         ///
         /// # Examples
         ///
         /// ```
-        /// let alloc = arenabuf::PooledAllocator::builder().cache_fill_bytes(0).build()?;
-        /// drop(alloc.heap_buffer(4096));
-        /// // The miss took one region: the one the buffer had.
-        /// assert_eq!(alloc.metric().heap_arenas().iter().map(|a| a.num_allocations()).sum::<u64>(), 1);
+        /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
+        /// let allocations = || alloc.metric().heap_arenas()[0].num_allocations();
+        /// let bufs: Vec<_> = (0..7).map(|_| alloc.heap_buffer(4096)).collect();
+        /// assert_eq!(allocations(), 7); // three misses took 1, 2 and 4 regions
+        /// let next = alloc.heap_buffer(4096); // and the next one 8
+        /// assert_eq!(allocations(), 15);
+        ///
+        /// let one = arenabuf::PooledAllocator::builder().heap_arenas(1).cache_fill_bytes(0).build()?;
+        /// let bufs: Vec<_> = (0..8).map(|_| one.heap_buffer(4096)).collect();
+        /// assert_eq!(one.metric().heap_arenas()[0].num_allocations(), 8); // one per miss
         /// # Ok::<(), arenabuf::ConfigError>(())
         /// ```
         cache_fill_bytes: usize

@@ -218,18 +218,18 @@ impl AllocatorMetric {
 /// A snapshot of one arena's counters, with Netty's meanings: a region served
 /// from a thread cache is not an allocation, and a region parked in a thread
 /// cache is not a deallocation until the cache gives it back. Beyond Netty,
-/// a cache's miss of a small class takes a batch of regions
+/// a cache's repeated misses of a small class take batches of regions
 /// ([`Builder::cache_fill_bytes`](crate::Builder::cache_fill_bytes)), each
-/// an allocation.
+/// region an allocation.
 ///
 /// # Examples
 ///
 /// ```
 /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
-/// drop(alloc.heap_buffer(100)); // a miss: 128 regions of 112 B for the cache
+/// drop(alloc.heap_buffer(100));
 /// let _again = alloc.heap_buffer(100); // served by the thread cache
 /// let arena = alloc.metric().heap_arenas()[0].clone();
-/// assert_eq!(arena.num_small_allocations(), 128);
+/// assert_eq!(arena.num_small_allocations(), 1);
 /// assert_eq!(arena.num_small_deallocations(), 0);
 /// # Ok::<(), arenabuf::ConfigError>(())
 /// ```
@@ -298,8 +298,7 @@ impl ArenaMetric {
     /// # Examples
     ///
     /// ```
-    /// // One region per cache miss, so that the buffer's is the class's only one.
-    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).cache_fill_bytes(0).build()?;
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
     /// let _buf = alloc.heap_buffer(500); // the 512-byte class: 47 per 3-page run
     /// let metric = alloc.metric();
     /// let subpage = &metric.heap_arenas()[0].small_subpages()[0];
@@ -786,7 +785,7 @@ pub enum RunState {
 /// # Examples
 ///
 /// ```
-/// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).cache_fill_bytes(0).build()?;
+/// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
 /// let _buf = alloc.heap_buffer(16); // 16-byte elements, 512 to a page
 /// let metric = alloc.metric();
 /// let subpage = metric.heap_arenas()[0].small_subpages()[0];
@@ -836,9 +835,10 @@ impl SubpageMetric {
     /// # Examples
     ///
     /// ```
-    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).cache_fill_bytes(0).build()?;
+    /// let alloc = arenabuf::PooledAllocator::builder().heap_arenas(1).build()?;
     /// let (_a, _b) = (alloc.heap_buffer(500), alloc.heap_buffer(500));
-    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].num_available(), 45);
+    /// // The second miss took two regions: the buffer's and one for the thread cache.
+    /// assert_eq!(alloc.metric().heap_arenas()[0].small_subpages()[0].num_available(), 44);
     /// # Ok::<(), arenabuf::ConfigError>(())
     /// ```
     #[must_use]

@@ -27,10 +27,11 @@
 //! releasing the region popped last only moves the word back.
 //!
 //! A miss of a small class takes a batch of the class's regions from the
-//! arena under one lock (`cache_fill_bytes`, 64 KiB by default, at most
-//! half the stack): the buffer gets the first, the stack the rest, so that
-//! a thread whose buffers of a class grow in number goes to the arena once
-//! per batch.
+//! arena under one lock: the buffer gets the first, the stack the rest.
+//! The batch doubles with each miss of the class, from one region up to
+//! `cache_fill_bytes` (64 KiB by default, at most half the stack), and a
+//! trim halves it, so that a thread whose buffers of a class grow in number
+//! goes to the arena once per batch, and one with a few buffers takes few.
 //!
 //! # Cross-thread release
 //!
@@ -97,15 +98,14 @@ const OUTBOX_BYTES: u64 = 1 << 20;
 const REMOTE_QUEUE_BYTES: u64 = 4 << 20;
 /// With a time-based trim, the clock is checked every this many lookups.
 const CLOCK_CHECK_EVERY: u32 = 256;
-/// Regions a miss of a cached small class of `class_size` bytes takes from
-/// the arena for a stack of `capacity`, beyond the one it serves: what
-/// fits in `fill_bytes` ([`Builder::cache_fill_bytes`]), at most half the
-/// capacity, as jemalloc's caches fill. Regions a thread then leaves unused
-/// go back at its next trim.
+/// The most regions a miss of a cached small class of `class_size` bytes
+/// takes from the arena for a stack of `capacity`, the one it serves
+/// included: what fits in `fill_bytes` ([`Builder::cache_fill_bytes`]), at
+/// most half the capacity, as jemalloc's caches fill; at least one.
 ///
 /// [`Builder::cache_fill_bytes`]: crate::Builder::cache_fill_bytes
-fn fill_count(capacity: u32, class_size: usize, fill_bytes: usize) -> usize {
-    (capacity as usize / 2).min(fill_bytes / class_size).saturating_sub(1)
+fn most_filled(capacity: u32, class_size: usize, fill_bytes: usize) -> usize {
+    (capacity as usize / 2).min(fill_bytes / class_size).max(1)
 }
 
 /// A region on its way back to a cache from another thread: the image a
@@ -1180,7 +1180,16 @@ struct Stack {
     /// buffer carries them ([`Meta::class_key`]): a buffer whose meta shows
     /// this key belongs here.
     class_key: u16,
+    /// Regions the class's next miss takes from the arena, the one it
+    /// serves included: 1 at first, doubled by each miss up to
+    /// [`most_filled`], halved by each trim. A thread with a few buffers of
+    /// a class takes a few (a thread per connection does not hold 64 KiB of
+    /// each class it touched once), and one whose buffers of the class keep
+    /// growing in number takes whole batches after a few misses.
+    fill: Cell<u16>,
 }
+
+const _: () = assert!(std::mem::size_of::<Stack>() == 64, "a stack is one cache line");
 
 impl Stack {
     /// The stack of class `idx` of `kind`, with `reload` hits between the
@@ -1196,6 +1205,7 @@ impl Stack {
             mark: Cell::new(reload as u8),
             fresh: Marks::fresh(class_size),
             class_key: CachedRegion::meta_for(kind, 0, idx).class_key(),
+            fill: Cell::new(1),
         }
     }
 
@@ -1907,8 +1917,15 @@ impl ThreadCache {
         let arena = self.kinds[k].arena().expect("checked above");
         let classes = arena.size_classes();
         let stack = self.kinds[k].stack(idx);
-        let extra =
-            if classes.is_small(idx) { fill_count(stack.capacity, classes.size_of(idx), self.fill_bytes) } else { 0 };
+        let extra = if lookup && classes.is_small(idx) {
+            let most = most_filled(stack.capacity, classes.size_of(idx), self.fill_bytes);
+            let take = usize::from(stack.fill.get()).min(most);
+            // `most` is at most half of a capacity that fits a u16 (MAX_CACHE_SIZE).
+            stack.fill.set((2 * take).min(most) as u16);
+            take - 1
+        } else {
+            0
+        };
         // A miss finds the stack empty, but a batch must never find it full:
         // the arena hands each region over for good.
         let extra = extra.min((stack.capacity - stack.len()) as usize);
@@ -2200,6 +2217,7 @@ impl ThreadCache {
                 let stack = cache.stacks.get(idx);
                 let excess = if everything { usize::MAX } else { stack.len().saturating_sub(stack.hits()) as usize };
                 stack.clear_hits();
+                stack.fill.set((stack.fill.get() / 2).max(1));
                 self.out_or_parked -= cache.free_oldest(idx, excess);
             }
         }
@@ -2306,8 +2324,17 @@ mod loom_models {
     use crate::PooledAllocator;
 
     fn tiny_pool() -> PooledAllocator {
-        // 4 KiB chunks: every model run maps little memory.
-        PooledAllocator::builder().heap_arenas(1).direct_arenas(0).page_size(4096).max_order(0).build().unwrap()
+        // 4 KiB chunks: every model run maps little memory. One region per
+        // miss (no fill), so that a released region is the next one served
+        // once it is back; the fill is the owner's alone, with no race.
+        PooledAllocator::builder()
+            .heap_arenas(1)
+            .direct_arenas(0)
+            .page_size(4096)
+            .max_order(0)
+            .cache_fill_bytes(0)
+            .build()
+            .unwrap()
     }
 
     fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -2562,59 +2589,76 @@ mod tests {
         PooledAllocator::builder().heap_arenas(1).direct_arenas(0).max_order(crate::test_config::MAX_ORDER)
     }
 
-    #[test]
-    fn a_miss_takes_a_batch_of_its_class_which_serves_the_next_requests() {
-        let alloc = filling_heap_arena().build().unwrap();
-        let arena = || alloc.metric().heap_arenas()[0].clone();
-        // 64 KiB of 4 KiB regions: the one asked for and 15 more.
-        let first = alloc.heap_buffer(4096);
-        assert_eq!((arena().num_allocations(), active(&alloc)), (16, 16));
-        let rest: Vec<ByteBuf> = (0..15).map(|_| alloc.heap_buffer(4096)).collect();
-        assert_eq!(arena().num_allocations(), 16, "all from the stack");
-        let mut addrs: Vec<usize> = rest.iter().chain([&first]).map(ByteBuf::memory_address).collect();
-        addrs.sort_unstable();
-        addrs.dedup();
-        assert_eq!(addrs.len(), 16);
-        // The stack ran dry: the next miss takes another batch.
-        let more = alloc.heap_buffer(4096);
-        assert_eq!(arena().num_allocations(), 32);
-        drop((first, rest, more));
-        // No hits since the batch: the trims give the unused regions back.
-        assert!(alloc.trim_current_thread_cache());
-        assert!(alloc.trim_current_thread_cache());
-        assert_eq!(active(&alloc), 0);
+    /// Holds `count` buffers of `size` bytes from `alloc` and gives, for
+    /// each request that went to the arena, how many regions it took.
+    fn batches(alloc: &PooledAllocator, size: usize, count: usize) -> (Vec<u64>, Vec<ByteBuf>) {
+        let allocations = || alloc.metric().heap_arenas()[0].num_allocations();
+        let mut taken = Vec::new();
+        let bufs = (0..count)
+            .map(|_| {
+                let before = allocations();
+                let buf = alloc.heap_buffer(size);
+                if allocations() > before {
+                    taken.push(allocations() - before);
+                }
+                buf
+            })
+            .collect();
+        (taken, bufs)
     }
 
     #[test]
-    fn a_fill_takes_at_most_half_the_stack_and_none_when_off() {
-        let half = filling_heap_arena().small_cache_size(8).build().unwrap();
-        let one = filling_heap_arena().cache_fill_bytes(0).build().unwrap();
-        let tiny = filling_heap_arena().cache_fill_bytes(100).build().unwrap();
-        for (alloc, taken) in [(&half, 4), (&one, 1), (&tiny, 1)] {
-            let buf = alloc.heap_buffer(256);
-            assert_eq!(alloc.metric().heap_arenas()[0].num_allocations(), taken);
-            drop(buf);
+    fn misses_take_growing_batches_which_serve_the_next_requests() {
+        let alloc = filling_heap_arena().build().unwrap();
+        // Each miss takes twice the last, up to 64 KiB of 4 KiB regions.
+        let (taken, bufs) = batches(&alloc, 4096, 1 + 2 + 4 + 8 + 16 + 16);
+        assert_eq!(taken, [1, 2, 4, 8, 16, 16]);
+        let mut addrs: Vec<usize> = bufs.iter().map(ByteBuf::memory_address).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        assert_eq!(addrs.len(), bufs.len(), "every buffer apart");
+        drop(bufs);
+        // Each trim halves the next batch; the second gives every region
+        // back (no hits since the first).
+        assert!(alloc.trim_current_thread_cache());
+        assert!(alloc.trim_current_thread_cache());
+        assert_eq!(active(&alloc), 0);
+        let (taken, _bufs) = batches(&alloc, 4096, 1);
+        assert_eq!(taken, [4]);
+    }
+
+    #[test]
+    fn a_fill_takes_at_most_half_the_stack_and_one_region_when_off() {
+        let cases = [
+            (filling_heap_arena().small_cache_size(8), 256, vec![1, 2, 4, 4]),
+            (filling_heap_arena().cache_fill_bytes(0), 256, vec![1, 1, 1]),
+            (filling_heap_arena().cache_fill_bytes(100), 256, vec![1, 1, 1]),
+            // 64 KiB holds two 28 KiB regions; a normal class takes one.
+            (filling_heap_arena(), 28 << 10, vec![1, 2, 2]),
+            (filling_heap_arena(), 64 << 10, vec![1, 1, 1]),
+        ];
+        for (builder, size, expected) in cases {
+            let alloc = builder.build().unwrap();
+            let count = expected.iter().sum::<u64>() as usize;
+            assert_eq!(batches(&alloc, size, count).0, expected, "{size} B");
         }
-        // A class of large elements takes what 64 KiB holds, a normal class one.
-        let big = filling_heap_arena().build().unwrap();
-        drop(big.heap_buffer(28 << 10));
-        assert_eq!(big.metric().heap_arenas()[0].num_allocations(), 2, "64 KiB holds two 28 KiB regions");
-        drop(big.heap_buffer(64 << 10));
-        assert_eq!(big.metric().heap_arenas()[0].num_allocations(), 3, "a normal class takes one");
     }
 
     #[test]
     fn a_fill_stops_where_the_arenas_chunks_are_full() {
-        // 16 KiB chunks: 1 KiB elements, at most 16 to a chunk, against a
-        // fill of 64.
+        // 16 KiB chunks: 1 KiB elements, 16 to a chunk (one page of 8 each).
         let alloc = filling_heap_arena().max_order(1).build().unwrap();
-        let buf = alloc.heap_buffer(1024);
-        let arena = alloc.metric().heap_arenas()[0].clone();
-        let chunks: usize = arena.chunk_lists().iter().map(|list| list.chunks().len()).sum();
-        assert_eq!(chunks, 1, "the fill added no chunk");
-        let taken = arena.num_allocations();
-        assert!((2..=16).contains(&taken), "{taken} regions");
-        drop(buf);
+        let chunks =
+            || -> usize { alloc.metric().heap_arenas()[0].chunk_lists().iter().map(|list| list.chunks().len()).sum() };
+        // 1 + 2 + 4 + 8 regions, then a miss that finds one left: it takes
+        // that one and adds no chunk for the rest.
+        let (taken, first) = batches(&alloc, 1024, 16);
+        assert_eq!((taken, chunks()), (vec![1, 2, 4, 8, 1], 1));
+        // The next miss needs a chunk for its first region, and fills the rest
+        // of its batch (32) with all that chunk holds.
+        let (taken, more) = batches(&alloc, 1024, 1);
+        assert_eq!((taken, chunks()), (vec![16], 2));
+        drop((first, more));
     }
 
     #[test]
