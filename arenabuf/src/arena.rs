@@ -100,9 +100,8 @@ impl Arena {
         limit: Option<Arc<MemoryLimit>>,
         huge_pages: HugePages,
     ) -> Arena {
-        let shapes = (0..classes.num_small_classes())
-            .map(|idx| coloured_shape_for(classes.size_of(idx), classes.page_size(), classes.chunk_pages()))
-            .collect();
+        let shapes =
+            (0..classes.num_small_classes()).map(|idx| coloured_shape_for(classes.size_of(idx), &classes)).collect();
         let state = ArenaState {
             lists: ChunkLists::new(classes.chunk_size()),
             pools: SubpagePools::new(classes.num_small_classes()),

@@ -587,7 +587,7 @@ mod tests {
     fn coloured_elements_start_past_their_colour_and_map_back_to_their_handles() {
         let (classes, mut c) = chunk(9);
         let idx = classes.index_of(256).unwrap();
-        let shape = crate::subpage::coloured_shape_for(256, 8192, classes.chunk_pages());
+        let shape = crate::subpage::coloured_shape_for(256, &classes);
         assert!(shape.colours > 1);
         for turn in 0..shape.colours {
             let page = c.allocate_subpage(&classes, idx, shape, turn).unwrap();
@@ -628,7 +628,7 @@ mod tests {
     fn the_start_of_a_coloured_run_is_not_an_element() {
         let (classes, mut c) = chunk(9);
         let idx = classes.index_of(256).unwrap();
-        let shape = crate::subpage::coloured_shape_for(256, 8192, classes.chunk_pages());
+        let shape = crate::subpage::coloured_shape_for(256, &classes);
         // Of two runs cut in turn, at least one has elements from byte 64 on.
         let mut coloured = None;
         for turn in 0..2 {

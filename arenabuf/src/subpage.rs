@@ -16,6 +16,8 @@
 //! themselves, across chunks: a full subpage leaves it, a subpage that gets
 //! a free element again goes back to its front.
 
+use crate::size_class::SizeClasses;
+
 /// A subpage's element count is capped at `page_size >> MAX_ELEMENTS_SHIFT`
 /// (512 for 8 KiB pages), which bounds its bitmap.
 const MAX_ELEMENTS_SHIFT: u32 = 4;
@@ -80,6 +82,14 @@ pub(crate) fn shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) 
 /// line of the period. The run is lengthened to hold at least
 /// 32 elements besides that room, so the room costs at most about 3%.
 ///
+/// The run's length is a page class of `classes`: a chunk files a free run
+/// under the largest page class it holds and looks for a request from the
+/// smallest class that holds it, so a free run whose length is not a
+/// class's serves no request of that length. Unrounded, a 17-page run of
+/// 4 KiB elements freed between two live ones stayed unused by its class,
+/// and `window` 4 KiB's chunks grew from 36 to 48 MiB over its first runs
+/// (BENCHMARKS.md, session 14).
+///
 /// Falls back to [`shape_for`] for strides that need no colours (64, 192,
 /// 320 B...), classes above 4 KiB, and when the coloured run would not fit
 /// the chunk.
@@ -87,7 +97,8 @@ pub(crate) fn shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) 
 /// Why: with packed 1 KiB and 4 KiB elements, `window` (one word at each
 /// end of 8,192 live buffers) ran 1.5x slower than with 16-byte headers
 /// between blocks (`floor-packed` against `floor`, BENCHMARKS.md session 12).
-pub(crate) fn coloured_shape_for(elem_size: usize, page_size: usize, chunk_pages: usize) -> SubpageShape {
+pub(crate) fn coloured_shape_for(elem_size: usize, classes: &SizeClasses) -> SubpageShape {
+    let (page_size, chunk_pages) = (classes.page_size(), classes.chunk_pages());
     let plain = shape_for(elem_size, page_size, chunk_pages);
     // Colours fill the lines between two element starts.
     let colours = start_spacing(elem_size) / LINE;
@@ -97,30 +108,13 @@ pub(crate) fn coloured_shape_for(elem_size: usize, page_size: usize, chunk_pages
     let room = (colours - 1) * LINE;
     let max_elems = page_size >> MAX_ELEMENTS_SHIFT;
     let want = COLOURED_MIN_ELEMS.min(max_elems);
-    let run = page_class_ceil((want * elem_size + room).div_ceil(page_size)) * page_size;
-    if run > page_size * chunk_pages {
+    // `None` when the run would not fit the chunk.
+    let Some(class) = classes.page_index_ceil((want * elem_size + room).div_ceil(page_size)) else {
         return plain;
-    }
+    };
+    let run = classes.pages_of(class) * page_size;
     let elems = ((run - room) / elem_size).min(max_elems);
     SubpageShape { run_pages: (run / page_size) as u32, max_elems: elems as u32, colours: colours as u32 }
-}
-
-/// The smallest page class of at least `pages` pages: every count from 1
-/// to 8, then four classes per doubling (10, 12, 14, 16, 20...), as
-/// [`SizeClasses`](crate::SizeClasses) has them.
-///
-/// Why: a chunk files a free run under the largest class it holds and
-/// looks for a request from the smallest class that holds it, so a free
-/// run that is not a class's size serves no request of its own length. A
-/// 17-page run of 4 KiB elements freed between two live ones stayed unused
-/// by its class, and `window` 4 KiB's chunks grew from 36 to 48 MiB over
-/// its first runs (BENCHMARKS.md, session 14).
-fn page_class_ceil(pages: usize) -> usize {
-    if pages <= 4 {
-        return pages;
-    }
-    let step = 1 << ((pages - 1).ilog2() - 2);
-    pages.next_multiple_of(step)
 }
 
 /// The spacing of element starts within the 4 KiB period for a stride of
@@ -450,7 +444,7 @@ mod tests {
         let mut coloured = 0;
         for idx in 0..classes.num_small_classes() {
             let elem = classes.size_of(idx);
-            let s = coloured_shape_for(elem, 8192, 512);
+            let s = coloured_shape_for(elem, &classes);
             let run = s.run_pages as usize * 8192;
             let room = (s.colours as usize - 1) * LINE;
             assert!(s.max_elems >= 1 && s.max_elems <= 512, "{elem} B");
@@ -478,22 +472,19 @@ mod tests {
         }
         // The classes from 128 B to 4 KiB that are multiples of 128 B.
         assert_eq!(coloured, 16);
-        assert_eq!(coloured_shape_for(1024, 8192, 512), SubpageShape { run_pages: 5, max_elems: 39, colours: 16 });
-        assert_eq!(coloured_shape_for(4096, 8192, 512), SubpageShape { run_pages: 20, max_elems: 39, colours: 64 });
+        assert_eq!(coloured_shape_for(1024, &classes), SubpageShape { run_pages: 5, max_elems: 39, colours: 16 });
+        assert_eq!(coloured_shape_for(4096, &classes), SubpageShape { run_pages: 20, max_elems: 39, colours: 64 });
         // Too long for a chunk of 16 pages: the plain run.
-        assert_eq!(coloured_shape_for(4096, 8192, 16), shape_for(4096, 8192, 16));
+        let small_chunks = crate::SizeClasses::new(8192, 4).unwrap();
+        assert_eq!(coloured_shape_for(4096, &small_chunks), shape_for(4096, 8192, 16));
     }
 
     #[test]
     fn coloured_runs_are_page_classes_so_a_freed_one_serves_its_class_again() {
         for (page, order) in [(8192, 9), (8192, 11), (4096, 14), (8192, crate::test_config::MAX_ORDER)] {
             let classes = crate::SizeClasses::new(page, order).unwrap();
-            for pages in 1..=classes.chunk_pages() {
-                let ceil = classes.pages_of(classes.page_index_ceil(pages).unwrap());
-                assert_eq!(page_class_ceil(pages), ceil, "{pages} pages of {page} B");
-            }
             for idx in 0..classes.num_small_classes() {
-                let s = coloured_shape_for(classes.size_of(idx), page, classes.chunk_pages());
+                let s = coloured_shape_for(classes.size_of(idx), &classes);
                 let pages = s.run_pages as usize;
                 let (ceil, floor) = (classes.page_index_ceil(pages).unwrap(), classes.page_index_floor(pages).unwrap());
                 assert_eq!(ceil, floor, "{} B: {pages} pages", classes.size_of(idx));
@@ -503,7 +494,7 @@ mod tests {
 
     #[test]
     fn a_subpage_starts_its_elements_colour_lines_in() {
-        let shape = coloured_shape_for(256, 8192, 512);
+        let shape = coloured_shape_for(256, &crate::SizeClasses::new(8192, 9).unwrap());
         assert_eq!(shape.colours, 4);
         let mut table = SubpageTable::new(8192, 16);
         for colour in 0..4 {
@@ -516,7 +507,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "colour 4 of 4")]
     fn a_colour_beyond_the_shapes_is_refused() {
-        let shape = coloured_shape_for(256, 8192, 512);
+        let shape = coloured_shape_for(256, &crate::SizeClasses::new(8192, 9).unwrap());
         SubpageTable::new(8192, 16).init(0, 0, shape, 4);
     }
 
