@@ -146,20 +146,20 @@ impl Arena {
     /// Allocates a region of size class `size_idx` (small or normal).
     pub(crate) fn allocate(&self, size_idx: usize) -> Result<PooledRegion, AllocError> {
         let classes = &*self.classes;
+        if classes.is_small(size_idx) {
+            return self.allocate_small_batch(size_idx, 0, |_| {});
+        }
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        let (chunk, handle) = if classes.is_small(size_idx) {
-            self.allocate_small(state, size_idx, true)?.expect("may add a chunk")
-        } else {
-            let pages = (classes.size_of(size_idx) >> classes.page_shift()) as u32;
-            let request = classes.size_of(size_idx);
-            self.allocate_in_lists(state, request, false, |c| c.allocate_run(classes, pages))?
-        };
+        let pages = (classes.size_of(size_idx) >> classes.page_shift()) as u32;
+        let request = classes.size_of(size_idx);
+        let (chunk, handle) = self.allocate_in_lists(state, request, false, |c| c.allocate_run(classes, pages))?;
         Ok(Self::handed_out(classes, state, size_idx, chunk, handle))
     }
 
-    /// Allocates a region of small class `size_idx` as
-    /// [`allocate`](Self::allocate) does, then, under the same lock, up to
+    /// Allocates a region of small class `size_idx` (from a new chunk if
+    /// none has room; [`allocate`](Self::allocate) asks for no more), then,
+    /// under the same lock, up to
     /// `extra` more of the class for a thread cache to keep, each given to
     /// `keep` (which must take it: it is the caller's from then on). The
     /// extra regions come from the subpages and chunks the arena has: a

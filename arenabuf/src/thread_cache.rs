@@ -1929,7 +1929,7 @@ impl ThreadCache {
         // A miss finds the stack empty, but a batch must never find it full:
         // the arena hands each region over for good.
         let extra = extra.min((stack.capacity - stack.len()) as usize);
-        let region = if lookup && extra > 0 {
+        let region = if extra > 0 {
             let (shared, mut kept) = (self.shared, 0);
             let region = self.shared().pool.within_limit(|| {
                 arena.allocate_small_batch(idx, extra, |extra| {
