@@ -24,6 +24,14 @@ to end at exactly the class size, as an allocator without headers lays
 them out: arenabuf, jemalloc), a target `floor-packed-wide` misses is
 marked too, and counted apart when `floor-wide` meets it: out of reach for
 an allocator that packs its blocks and carries arenabuf's handle.
+
+`--callgrind FILE` adds the hot pair's target from the output of
+`scripts/callgrind.sh` (arenabuf's instructions per pair, then the same
+loop on the references), marked as out of reach where `floor-wide` takes
+more instructions than the target allows:
+
+    scripts/callgrind.sh > pair.txt
+    scripts/check_targets.py bench.tsv --callgrind pair.txt
 """
 import collections
 import os
@@ -41,6 +49,8 @@ OURS = "arenabuf-direct"
 # per kind (the memory term is far larger here) of 4 MiB chunks.
 CHUNK_MIB = 4
 ARENAS = 2 * (os.cpu_count() or 1)
+# Instructions per hot alloc+release pair on a cache hit.
+PAIR_TARGET = 40
 
 
 def load(lines):
@@ -61,8 +71,27 @@ def ratio_to_best(row, impl=OURS):
     return row[impl] / best, row.get("system") and row[impl] / row["system"]
 
 
+def load_pairs(lines):
+    """Instructions per hot pair by implementation, from `scripts/callgrind.sh`."""
+    pairs = {}
+    for line in lines:
+        head, _, count = line.rpartition(":")
+        if not count.strip().isdigit():
+            continue
+        impl = OURS if head.startswith("instructions per hot") else head.strip().removeprefix("the same loop on ")
+        pairs[impl] = int(count)
+    return pairs
+
+
 def main():
-    source = open(sys.argv[1]) if len(sys.argv) > 1 else sys.stdin
+    args = sys.argv[1:]
+    pairs = None
+    if "--callgrind" in args:
+        at = args.index("--callgrind")
+        with open(args[at + 1]) as f:
+            pairs = load_pairs(f)
+        del args[at:at + 2]
+    source = open(args[0]) if args else sys.stdin
     figures = load(source)
     results = []
     missed_by = collections.defaultdict(set)  # label -> the references that miss it too
@@ -116,6 +145,17 @@ def main():
     # one chunk per arena (arenabuf-direct uses the direct arenas).
     after = figures.get(("rss", "mixed", 1, "MiB"), {}).get(OURS)
     check(f"rss: MiB after release + trim ({ARENAS} arenas x {CHUNK_MIB} MiB)", after, ARENAS * CHUNK_MIB)
+    if pairs is not None:
+        # Instructions, not a ratio; `floor` here is the floor-wide count,
+        # since the target is about a pair that carries arenabuf's handle.
+        label = "hot pair: instructions per alloc+release (callgrind)"
+        wide = "".join(f"  {impl} {n}" for impl, n in pairs.items() if impl != OURS)
+        if pairs.get("floor-wide", 0) > PAIR_TARGET:
+            wide += "  (floor-wide misses it too)"
+            missed_by[label].add("floor-wide")
+        value = pairs.get(OURS)
+        verdict = "missing" if value is None else ("ok" if value <= PAIR_TARGET else "MISSED")
+        results.append((label, value, PAIR_TARGET, verdict, None, wide))
     out_of_reach = 0
     # Missed targets that floor meets but floor-wide (floor-w32) misses too.
     out_of_reach_wide = 0
@@ -123,7 +163,7 @@ def main():
     # Missed targets that floor and floor-wide meet but floor-packed-wide misses.
     out_of_reach_packed = 0
     for label, value, limit, verdict, floor, wide in results:
-        shown = "-" if value is None else f"{value:.2f}"
+        shown = "-" if value is None else (str(value) if isinstance(value, int) else f"{value:.2f}")
         at_least = "throughput" in label
         note = ""
         if floor is not None:

@@ -62,6 +62,8 @@ pub trait Runner {
     fn runs(&self, workload: Workload) -> bool;
     fn run(&self, workload: Workload, size: Size, threads: usize, ops: u64) -> Outcome;
     fn rss(&self) -> Vec<(String, f64, &'static str)>;
+    /// [`workloads::hot_pairs`]: the loop `scripts/callgrind.sh` counts.
+    fn hot_pairs(&self, pairs: u64, touch: bool) -> u64;
 }
 
 impl<A: BufAlloc> Runner for A {
@@ -82,6 +84,10 @@ impl<A: BufAlloc> Runner for A {
 
     fn rss(&self) -> Vec<(String, f64, &'static str)> {
         rss_workload(self)
+    }
+
+    fn hot_pairs(&self, pairs: u64, touch: bool) -> u64 {
+        workloads::hot_pairs(self, pairs, touch)
     }
 }
 

@@ -13,7 +13,8 @@
 //! * `arenabuf classes`, `arenabuf demo`: the size-class table, a pool walk.
 //! * `arenabuf stats [--svg FILE]`: a mixed workload, `dump_stats()`, and a
 //!   picture of every chunk.
-//! * `arenabuf hot-loop N`: N hot 256-byte pairs on arenabuf-direct (for
+//! * `arenabuf hot-loop N [IMPL]`: N hot 256-byte pairs on one
+//!   implementation, arenabuf-direct unless named (for
 //!   `scripts/callgrind.sh`).
 //!
 //! Progress goes to stderr, results to stdout.
@@ -32,7 +33,7 @@ use std::process::exit;
 use harness::{Plan, Workload};
 use workloads::Size;
 
-const USAGE: &str = "usage: arenabuf [bench [--workload W] [--size S] [--threads T] [--impl I] [--runs N] [--scale F] [--tsv] [--svg FILE] | classes | demo | stats [--svg FILE] | hot-loop N]";
+const USAGE: &str = "usage: arenabuf [bench [--workload W] [--size S] [--threads T] [--impl I] [--runs N] [--scale F] [--tsv] [--svg FILE] | classes | demo | stats [--svg FILE] | hot-loop N [IMPL]]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,7 +47,10 @@ fn main() {
             harness::rss_child(args.get(1).map_or("", String::as_str));
             Ok(())
         }
-        Some("hot-loop") => hot_loop(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000)),
+        Some("hot-loop") => hot_loop(
+            args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000),
+            args.get(2).map_or("arenabuf-direct", String::as_str),
+        ),
         Some("classes") => {
             demo::print_size_classes();
             Ok(())
@@ -161,23 +165,14 @@ fn bench(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// N hot alloc+release pairs of 256 bytes on a default allocator: the loop
-/// that `scripts/callgrind.sh` counts instructions of.
-fn hot_loop(pairs: u64) -> Result<(), String> {
-    let alloc = arenabuf::PooledAllocator::new();
-    drop(alloc.direct_buffer(256)); // the first pair fills the cache
-    let mut checksum = 0usize;
+/// N hot alloc+release pairs of 256 bytes on `impl_name` (default
+/// `arenabuf-direct`): the loop that `scripts/callgrind.sh` counts the
+/// instructions of. `HOT_LOOP_TOUCH` set writes 8 bytes at each end of
+/// every buffer.
+fn hot_loop(pairs: u64, impl_name: &str) -> Result<(), String> {
+    let runner = harness::make(impl_name).ok_or_else(|| format!("unknown implementation {impl_name:?}"))?;
     let touch = std::env::var_os("HOT_LOOP_TOUCH").is_some();
-    for i in 0..pairs {
-        let mut buf = alloc.direct_buffer(256);
-        if touch {
-            let bytes = buf.as_mut_slice();
-            bytes[..8].copy_from_slice(&i.to_le_bytes());
-            bytes[248..].copy_from_slice(&i.to_le_bytes());
-        }
-        checksum = checksum.wrapping_add(std::hint::black_box(buf.memory_address()));
-        drop(buf);
-    }
-    println!("{pairs} pairs, checksum {checksum:#x}");
+    let checksum = runner.hot_pairs(pairs, touch);
+    println!("{impl_name}: {pairs} pairs, checksum {checksum:#x}");
     Ok(())
 }

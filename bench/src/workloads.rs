@@ -114,6 +114,25 @@ impl Outcome {
     }
 }
 
+/// `pairs` hot pairs of 256 bytes with nothing else in the loop but the
+/// buffer's address summed (and, with `touch_ends`, 16 bytes written): the loop
+/// whose instructions `scripts/callgrind.sh` counts, for any implementation.
+/// The first pair, which fills a cache, runs before the count.
+pub fn hot_pairs<A: BufAlloc>(imp: &A, pairs: u64, touch_ends: bool) -> u64 {
+    imp.release(imp.alloc(256));
+    let mut checksum = 0u64;
+    for i in 0..pairs {
+        let mut buf = imp.alloc(256);
+        let ptr = A::ptr(&mut buf);
+        if touch_ends {
+            touch(ptr, 256, i);
+        }
+        checksum = checksum.wrapping_add(black_box(ptr as u64));
+        imp.release(buf);
+    }
+    checksum
+}
+
 /// `hot`: allocate, touch, release at once. `fill` writes every byte.
 pub fn hot<A: BufAlloc>(imp: &A, size: Size, ops: u64, fill: bool) -> Outcome {
     let mut rng = XorShift::new(SEED);
