@@ -156,24 +156,33 @@ pub fn run(plan: &Plan) -> Vec<Row> {
         }
         let threads: &[usize] = if workload == Workload::WindowMt { &plan.threads } else { &[1] };
         for &size in &plan.sizes {
-            for &t in threads {
-                let ops = workload.ops(size, plan.scale);
-                let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-                let mut checksum = 0u64;
-                // Warm-up, then runs interleaved across implementations so
-                // that a noisy moment hits them all alike.
-                for run in 0..=plan.runs {
+            let ops = workload.ops(size, plan.scale);
+            let mut samples: BTreeMap<(usize, &str), Vec<f64>> = BTreeMap::new();
+            let mut checksum = 0u64;
+            // Warm-up, then runs interleaved across implementations and
+            // thread counts, so that a noisy moment (on this machine, often
+            // the second vCPU taken by the host) hits them all alike and
+            // `window-mt`'s 2-thread figures are measured next to the
+            // 1-thread figures they are divided by.
+            for run in 0..=plan.runs {
+                for &t in threads {
                     eprint!("\r{} {} x{} run {run}/{}   ", workload.name(), size.label(), t, plan.runs);
                     for (name, runner) in runners.iter().filter(|(_, r)| r.runs(workload)) {
                         let outcome = runner.run(workload, size, t, ops);
                         checksum = checksum.wrapping_add(outcome.checksum);
                         if run > 0 {
-                            samples.entry(name).or_default().push(outcome.ns_per_op());
+                            samples.entry((t, name.as_str())).or_default().push(outcome.ns_per_op());
                         }
                     }
                 }
-                eprintln!("\r{} {} x{}: done (checksum {checksum:#x})", workload.name(), size.label(), t);
-                let values = samples.into_iter().map(|(name, xs)| (name.to_string(), (median(xs), "ns/op"))).collect();
+            }
+            eprintln!("\r{} {}: done (checksum {checksum:#x})      ", workload.name(), size.label());
+            for &t in threads {
+                let values = samples
+                    .iter()
+                    .filter(|((threads, _), _)| *threads == t)
+                    .map(|((_, name), xs)| (name.to_string(), (median(xs.clone()), "ns/op")))
+                    .collect();
                 rows.push(Row { workload, size: size.label(), threads: t, values, figure: "" });
             }
         }
