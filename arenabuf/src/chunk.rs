@@ -18,7 +18,9 @@
 //! taken by class first; see `Arena::allocate`). Neighbouring free runs
 //! merge when a request finds no run that fits in a chunk whose free bytes
 //! would hold it ([`Chunk::allocate_run`]), so a chunk still serves every
-//! request that its free pages could.
+//! request that its free pages could. A merge visits only the runs freed
+//! since the last one (a bit per page), each joined with its free
+//! neighbours on both sides, so it costs what merging at each free did.
 //!
 //! A run is named by a [`Handle`], a `u64` laid out as in Netty:
 //! run offset in pages (15 bits, top), run length in pages (15 bits), a used
@@ -170,9 +172,15 @@ pub(crate) struct Chunk {
     runs: FreeRuns,
     /// See [`RUN_USED`].
     run_head: Box<[u32]>,
-    /// Whether a run was freed since free neighbours last merged, so that
-    /// some free runs may lie next to each other.
-    unmerged: bool,
+    /// At the last page of every free run: its first page + 1; else 0.
+    free_tail: Box<[u32]>,
+    /// Bit `p`: the free run at page `p` was freed since free neighbours
+    /// last merged, and may lie next to another free run. A merge visits
+    /// these runs only, so that it costs what merging each at its free
+    /// would have (plus a scan of these words), not a pass over the chunk.
+    unmerged: Box<[u64]>,
+    /// Whether any bit of `unmerged` is set.
+    any_unmerged: bool,
     subpages: SubpageTable,
     /// Whether the chunk serves only runs of dense elements
     /// (`arena::DENSE_MAX_ELEM`), under `HugePages::Dense`.
@@ -197,7 +205,9 @@ impl Chunk {
             free_bytes: classes.chunk_size(),
             runs: FreeRuns::new(classes.num_page_classes(), pages),
             run_head: vec![0; pages].into_boxed_slice(),
-            unmerged: false,
+            free_tail: vec![0; pages].into_boxed_slice(),
+            unmerged: vec![0; pages.div_ceil(64)].into_boxed_slice(),
+            any_unmerged: false,
             subpages: SubpageTable::new(classes.page_size(), pages),
             dense,
         };
@@ -296,12 +306,15 @@ impl Chunk {
         let class = classes.page_index_floor(len as usize).expect("run inside the chunk");
         self.runs.insert(class, start as usize);
         self.run_head[start as usize] = len << 1;
+        self.free_tail[(start + len - 1) as usize] = start + 1;
     }
 
     fn remove_free(&mut self, classes: &SizeClasses, start: u32, len: u32) {
         let class = classes.page_index_floor(len as usize).expect("run inside the chunk");
         self.runs.remove(class, start as usize);
         self.run_head[start as usize] = 0;
+        self.free_tail[(start + len - 1) as usize] = 0;
+        self.unmerged[start as usize / 64] &= !(1 << (start % 64));
     }
 
     /// Takes a run of `pages` pages: the lowest-offset free run of the first
@@ -311,7 +324,7 @@ impl Chunk {
         let min_class = classes.page_index_ceil(pages as usize)?;
         let start = match self.runs.first_from(min_class) {
             Some(start) => start,
-            None if self.unmerged && self.free_bytes >= (pages as usize) << self.page_shift => {
+            None if self.any_unmerged && self.free_bytes >= (pages as usize) << self.page_shift => {
                 self.merge_free_runs(classes);
                 self.runs.first_from(min_class)?
             }
@@ -342,7 +355,8 @@ impl Chunk {
         );
         self.free_bytes += (pages as usize) << self.page_shift;
         self.insert_free(classes, offset, pages);
-        self.unmerged = true;
+        self.unmerged[offset as usize / 64] |= 1 << (offset % 64);
+        self.any_unmerged = true;
     }
 
     /// Takes a run of `pages` pages from a free run of their own class only
@@ -358,31 +372,35 @@ impl Chunk {
         self.allocate_run(classes, pages)
     }
 
-    /// Merges every run of free neighbours into one free run: one pass over
-    /// the runs, taken only when a request found no run that fits.
+    /// Merges every run freed since the last merge with its free
+    /// neighbours, before and after: taken only when a request found no
+    /// run that fits. A run is absorbed into a neighbour at most once, so
+    /// merging costs what it cost when each free merged at once.
     fn merge_free_runs(&mut self, classes: &SizeClasses) {
-        let mut page = 0;
-        while page < self.pages {
-            let head = self.run_head[page as usize];
-            debug_assert_ne!(head, 0, "runs tile the chunk");
-            let len = head >> 1;
-            if head & RUN_USED != 0 {
-                page += len;
-                continue;
+        for w in 0..self.unmerged.len() {
+            while self.unmerged[w] != 0 {
+                let start = (w * 64) as u32 + self.unmerged[w].trailing_zeros();
+                let head = self.run_head[start as usize];
+                debug_assert!(head != 0 && head & RUN_USED == 0, "an unmerged run is a free run");
+                let len = head >> 1;
+                // Clears the run's bit too.
+                self.remove_free(classes, start, len);
+                let (mut first, mut end) = (start, start + len);
+                while first > 0 && self.free_tail[first as usize - 1] != 0 {
+                    let before = self.free_tail[first as usize - 1] - 1;
+                    self.remove_free(classes, before, first - before);
+                    first = before;
+                }
+                while end < self.pages && self.run_head[end as usize] & RUN_USED == 0 {
+                    debug_assert_ne!(self.run_head[end as usize], 0, "runs tile the chunk");
+                    let next_len = self.run_head[end as usize] >> 1;
+                    self.remove_free(classes, end, next_len);
+                    end += next_len;
+                }
+                self.insert_free(classes, first, end - first);
             }
-            let mut end = page + len;
-            while end < self.pages && self.run_head[end as usize] & RUN_USED == 0 {
-                let next_len = self.run_head[end as usize] >> 1;
-                self.remove_free(classes, end, next_len);
-                end += next_len;
-            }
-            if end != page + len {
-                self.remove_free(classes, page, len);
-                self.insert_free(classes, page, end - page);
-            }
-            page = end;
         }
-        self.unmerged = false;
+        self.any_unmerged = false;
     }
 
     /// Takes a run for a new subpage of class `size_idx`, the class's
@@ -580,6 +598,23 @@ mod tests {
         assert_eq!(c.allocate_run(&classes, 3), None, "2 free pages do not make 3");
         let all: Vec<_> = c.runs().collect();
         assert_eq!(all, [(0, 2, false), (2, 6, true)], "a refused request merges nothing it cannot use");
+    }
+
+    #[test]
+    fn a_merge_joins_each_freed_run_with_the_free_runs_on_both_sides() {
+        let (classes, mut c) = chunk(3);
+        let runs: Vec<Handle> = (0..4).map(|_| c.allocate_run(&classes, 2).unwrap()).collect();
+        c.free_run(&classes, runs[1]);
+        c.free_run(&classes, runs[0]);
+        c.merge_free_runs(&classes);
+        assert_eq!(c.runs().collect::<Vec<_>>(), [(0, 4, false), (4, 2, true), (6, 2, true)]);
+        // A run freed after the merge joins the merged run before it.
+        c.free_run(&classes, runs[2]);
+        c.merge_free_runs(&classes);
+        assert_eq!(c.runs().collect::<Vec<_>>(), [(0, 6, false), (6, 2, true)]);
+        c.free_run(&classes, runs[3]);
+        assert_eq!(c.allocate_run(&classes, 8).unwrap().run_offset(), 0);
+        assert_eq!(c.free_bytes(), 0);
     }
 
     #[test]
