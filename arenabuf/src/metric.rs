@@ -660,7 +660,9 @@ impl ChunkMetric {
         self.chunk_size / self.page_size
     }
 
-    /// The runs of pages that tile the chunk, in page order.
+    /// The runs of pages that tile the chunk, in page order. Free runs can
+    /// lie next to each other: a freed run stays whole until a request
+    /// that no free run fits needs it merged with its free neighbours.
     ///
     /// # Examples
     ///
