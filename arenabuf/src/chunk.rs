@@ -179,7 +179,9 @@ pub(crate) struct Chunk {
     /// these runs only, so that it costs what merging each at its free
     /// would have (plus a scan of these words), not a pass over the chunk.
     unmerged: Box<[u64]>,
-    /// Whether any bit of `unmerged` is set.
+    /// Set with a bit of `unmerged`, cleared by a merge: false means no bit
+    /// is set (true may outlast bits that allocations cleared; the next
+    /// merge then finds nothing to do).
     any_unmerged: bool,
     subpages: SubpageTable,
     /// Whether the chunk serves only runs of dense elements

@@ -157,7 +157,8 @@ pub fn run(plan: &Plan) -> Vec<Row> {
         let threads: &[usize] = if workload == Workload::WindowMt { &plan.threads } else { &[1] };
         for &size in &plan.sizes {
             let ops = workload.ops(size, plan.scale);
-            let mut samples: BTreeMap<(usize, &str), Vec<f64>> = BTreeMap::new();
+            // Thread count -> implementation -> one figure per run.
+            let mut samples: BTreeMap<usize, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
             let mut checksum = 0u64;
             // Warm-up, then runs interleaved across implementations and
             // thread counts, so that a noisy moment (on this machine, often
@@ -171,7 +172,7 @@ pub fn run(plan: &Plan) -> Vec<Row> {
                         let outcome = runner.run(workload, size, t, ops);
                         checksum = checksum.wrapping_add(outcome.checksum);
                         if run > 0 {
-                            samples.entry((t, name.as_str())).or_default().push(outcome.ns_per_op());
+                            samples.entry(t).or_default().entry(name.as_str()).or_default().push(outcome.ns_per_op());
                         }
                     }
                 }
@@ -179,9 +180,10 @@ pub fn run(plan: &Plan) -> Vec<Row> {
             eprintln!("\r{} {}: done (checksum {checksum:#x})      ", workload.name(), size.label());
             for &t in threads {
                 let values = samples
-                    .iter()
-                    .filter(|((threads, _), _)| *threads == t)
-                    .map(|((_, name), xs)| (name.to_string(), (median(xs.clone()), "ns/op")))
+                    .remove(&t)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, xs)| (name.to_string(), (median(xs), "ns/op")))
                     .collect();
                 rows.push(Row { workload, size: size.label(), threads: t, values, figure: "" });
             }
