@@ -146,6 +146,12 @@ impl FreeRuns {
         }
     }
 
+    /// Whether class `class` has a free run.
+    #[inline]
+    fn has(&self, class: usize) -> bool {
+        self.nonempty >> class & 1 != 0
+    }
+
     /// The lowest-offset free run in the first non-empty class `>= min_class`.
     #[inline]
     fn first_from(&self, min_class: usize) -> Option<usize> {
@@ -324,6 +330,12 @@ impl Chunk {
     /// and the chunk has the free bytes, free neighbours merge first.
     pub(crate) fn allocate_run(&mut self, classes: &SizeClasses, pages: u32) -> Option<Handle> {
         let min_class = classes.page_index_ceil(pages as usize)?;
+        self.take_run(classes, min_class, pages)
+    }
+
+    /// [`allocate_run`](Self::allocate_run) with the ceiling class of
+    /// `pages` looked up.
+    fn take_run(&mut self, classes: &SizeClasses, min_class: usize, pages: u32) -> Option<Handle> {
         let start = match self.runs.first_from(min_class) {
             Some(start) => start,
             None if self.any_unmerged && self.free_bytes >= (pages as usize) << self.page_shift => {
@@ -368,10 +380,10 @@ impl Chunk {
     /// anew from another's larger free space.
     pub(crate) fn allocate_run_in_class(&mut self, classes: &SizeClasses, pages: u32) -> Option<Handle> {
         let class = classes.page_index_ceil(pages as usize)?;
-        if self.runs.nonempty >> class & 1 == 0 {
+        if !self.runs.has(class) {
             return None;
         }
-        self.allocate_run(classes, pages)
+        self.take_run(classes, class, pages)
     }
 
     /// Merges every run freed since the last merge with its free
