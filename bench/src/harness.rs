@@ -94,7 +94,7 @@ impl<A: BufAlloc> Runner for A {
 /// Builds the implementation called `name`.
 pub fn make(name: &str) -> Option<Box<dyn Runner>> {
     Some(match name {
-        "arenabuf-direct" | "arenabuf-nocache" => Box::new(Arenabuf::<true>::new(name)),
+        "arenabuf-direct" | "arenabuf-nocache" | "arenabuf-huge" => Box::new(Arenabuf::<true>::new(name)),
         "arenabuf-heap" => Box::new(Arenabuf::<false>::new(name)),
         "system" => Box::new(System),
         "bytesmut" => Box::new(Bytes),

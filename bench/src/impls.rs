@@ -6,7 +6,7 @@ use std::ffi::c_void;
 use std::marker::PhantomData;
 use std::num::NonZeroU64;
 
-use arenabuf::{ByteBuf, PooledAllocator};
+use arenabuf::{ByteBuf, HugePages, PooledAllocator};
 use bytes::BytesMut;
 
 /// Every implementation's name, in table order.
@@ -15,9 +15,10 @@ pub const ALL: [&str; 8] =
 
 /// References run only when asked for (`--impl`): an allocator whose
 /// buffers are carried in handles as large as arenabuf's, or of 32 bytes
-/// (see [`Wide`]), and `floor` with its blocks packed (see [`FloorPacked`]).
-pub const EXTRA: [&str; 6] =
-    ["floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32", "floor-packed", "floor-packed-wide"];
+/// (see [`Wide`]), `floor` with its blocks packed (see [`FloorPacked`]), and
+/// arenabuf with every chunk on huge pages (see [`Arenabuf`]).
+pub const EXTRA: [&str; 7] =
+    ["floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32", "floor-packed", "floor-packed-wide", "arenabuf-huge"];
 
 /// Whether `name` is one of arenabuf's own configurations.
 pub fn is_arenabuf(name: &str) -> bool {
@@ -57,19 +58,30 @@ pub trait BufAlloc: Sync {
 /// each call site compiles to one hit path, as a user's call of
 /// `direct_buffer` or `heap_buffer` does, instead of a call to a function
 /// holding both.
+///
+/// `arenabuf-huge` is `arenabuf-direct` with every chunk on huge pages
+/// ([`HugePages::All`]), a reference for the page policy rather than a
+/// configuration to choose: mimalloc advises its whole arena with
+/// `MADV_HUGEPAGE` when the kernel's THP setting is `madvise`, while
+/// arenabuf's default keeps larger buffers on base pages, so that one
+/// touched at its ends leaves its middle unmapped. It does not run
+/// `window-mt`: at 1 MiB its two windows alone would keep 16 GiB resident.
 pub struct Arenabuf<const DIRECT: bool> {
     pub alloc: PooledAllocator,
+    every_chunk_huge: bool,
 }
 
 impl<const DIRECT: bool> Arenabuf<DIRECT> {
     pub fn new(name: &str) -> Arenabuf<DIRECT> {
+        let every_chunk_huge = name == "arenabuf-huge";
         let alloc = match name {
             "arenabuf-nocache" => {
                 PooledAllocator::builder().small_cache_size(0).normal_cache_size(0).build().expect("valid settings")
             }
+            "arenabuf-huge" => PooledAllocator::builder().huge_pages(HugePages::All).build().expect("valid settings"),
             _ => PooledAllocator::new(),
         };
-        Arenabuf { alloc }
+        Arenabuf { alloc, every_chunk_huge }
     }
 }
 
@@ -102,6 +114,10 @@ impl<const DIRECT: bool> BufAlloc for Arenabuf<DIRECT> {
     fn pool_used(&self) -> Option<u64> {
         let m = self.alloc.metric();
         Some(m.used_direct_memory() + m.used_heap_memory())
+    }
+
+    fn runs(&self, workload: crate::harness::Workload) -> bool {
+        !(self.every_chunk_huge && workload == crate::harness::Workload::WindowMt)
     }
 }
 
