@@ -25,11 +25,15 @@ them out: arenabuf, jemalloc), a target `floor-packed-wide` misses is
 marked too, and counted apart when `floor-wide` meets it: out of reach for
 an allocator that packs its blocks and carries arenabuf's handle.
 
-With `arenabuf-huge` in the input (arenabuf-direct with every chunk on huge
-pages), each line also shows its ratio, and a missed target it meets is
-counted apart: met with mimalloc's page policy (mimalloc advises its whole
-arena with `MADV_HUGEPAGE` under the kernel's THP setting `madvise`), which
-arenabuf's default refuses for buffers over 4 KiB.
+mimalloc advises its arenas with `MADV_HUGEPAGE` under the kernel's THP
+setting `madvise`, so every block it hands out sits on 2 MiB pages, while
+arenabuf's default keeps buffers over 4 KiB on base pages. With
+`arenabuf-huge` (arenabuf-direct with every chunk on huge pages) and
+`mimalloc-nothp` (mimalloc on base pages) in the input, each line also shows
+the ratio at equal page policy both ways: arenabuf-huge over the best
+baseline, and arenabuf-direct over the best baseline with `mimalloc-nothp`
+in mimalloc's place. A missed target that both meet is counted apart: the
+miss is the page policy's, not the allocator's work.
 
 `--callgrind FILE` adds the hot pair's target from the output of
 `scripts/callgrind.sh` (arenabuf's instructions per pair, then the same
@@ -51,8 +55,10 @@ WIDE = ("floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32", "floor-packe
 # The references whose miss marks a target as out of reach for what they stand for.
 FLOORS = ("floor-wide", "floor-w32", "floor-packed", "floor-packed-wide")
 OURS = "arenabuf-direct"
-# arenabuf-direct with every chunk on huge pages (`bench --impl arenabuf-huge`).
+# arenabuf-direct with every chunk on huge pages, and mimalloc on base pages
+# (`bench --impl arenabuf-huge,mimalloc-nothp`).
 HUGE = "arenabuf-huge"
+NOTHP = "mimalloc-nothp"
 # The default pool on this machine: min(2 x cores, memory / chunk / 6) arenas
 # per kind (the memory term is far larger here) of 4 MiB chunks.
 CHUNK_MIB = 4
@@ -79,6 +85,13 @@ def ratio_to_best(row, impl=OURS):
     return row[impl] / best, row.get("system") and row[impl] / row["system"]
 
 
+def ratio_on_base_pages(row):
+    """arenabuf-direct over the best baseline, with mimalloc on base pages as arenabuf-direct's larger buffers are."""
+    if OURS not in row or NOTHP not in row:
+        return None
+    return row[OURS] / min(row[b] for b in ("system", "jemalloc", NOTHP) if b in row)
+
+
 def load_pairs(lines):
     """Instructions per hot pair by implementation, from `scripts/callgrind.sh`."""
     pairs = {}
@@ -103,7 +116,7 @@ def main():
     figures = load(source)
     results = []
     missed_by = collections.defaultdict(set)  # label -> the references that miss it too
-    met_by_huge = set()  # labels that arenabuf-huge meets
+    same_pages = set()  # labels met at equal page policy both ways
 
     def check(label, value, limit, floor=None, row=None, against_system=False):
         """`floor`: the same ratio for the `floor` reference, when measured;
@@ -119,10 +132,13 @@ def main():
                     wide += ": misses it too"
                     missed_by[label].add(impl)
         huge = ratio_to_best(row or {}, HUGE)[1 if against_system else 0]
+        base = None if against_system else ratio_on_base_pages(row or {})
         if huge is not None:
             wide += f"  {HUGE} {huge:.2f}"
-            if huge <= limit:
-                met_by_huge.add(label)
+        if base is not None:
+            wide += f"  direct/best with {NOTHP} {base:.2f}"
+        if huge is not None and base is not None and huge <= limit and base <= limit:
+            same_pages.add(label)
         if value is None:
             results.append((label, None, limit, "missing", floor, wide))
         else:
@@ -176,8 +192,8 @@ def main():
     out_of_reach_w32 = 0
     # Missed targets that floor and floor-wide meet but floor-packed-wide misses.
     out_of_reach_packed = 0
-    # Missed targets that arenabuf-huge meets.
-    huge_only = 0
+    # Missed targets met at equal page policy both ways.
+    page_policy = 0
     for label, value, limit, verdict, floor, wide in results:
         shown = "-" if value is None else (str(value) if isinstance(value, int) else f"{value:.2f}")
         at_least = "throughput" in label
@@ -193,9 +209,9 @@ def main():
             out_of_reach_packed += {"floor-wide", "floor-packed-wide"} & missed_by.get(label, set()) == {
                 "floor-packed-wide"
             }
-        if verdict == "MISSED" and label in met_by_huge:
-            huge_only += 1
-            wide += " (meets it: every chunk on huge pages)"
+        if verdict == "MISSED" and label in same_pages:
+            page_policy += 1
+            wide += "  (met on equal pages both ways)"
         print(f"{verdict:7} {label:50} {shown:>7}  (target {'>=' if at_least else '<='} {limit}){note}{wide}")
     missed = sum(1 for r in results if r[3] == "MISSED")
     missing = sum(1 for r in results if r[3] == "missing")
@@ -204,8 +220,8 @@ def main():
         wide_note += f", floor-w32 {out_of_reach_w32} of those"
     if out_of_reach_packed:
         wide_note += f"; floor-packed-wide {out_of_reach_packed} more"
-    if huge_only:
-        wide_note += f"; {HUGE} meets {huge_only}"
+    if page_policy:
+        wide_note += f"; {page_policy} met on equal pages both ways"
     print(f"{len(results) - missed - missing} of {len(results)} targets met, {missed} missed"
           f" ({out_of_reach} of them out of reach even for the floor reference{wide_note}), {missing} without data")
     sys.exit(0 if missed + missing == 0 else 1)

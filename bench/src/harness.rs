@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::impls::{
     self, Arenabuf, BufAlloc, Bytes, Floor, FloorPacked, FloorPackedWide, FloorW32, FloorWide, Jemalloc, Mimalloc,
-    MimallocW32, MimallocWide, System,
+    MimallocNoThp, MimallocW32, MimallocWide, System,
 };
 use crate::workloads::{self, Outcome, Size, XorShift, SEED};
 
@@ -99,6 +99,7 @@ pub fn make(name: &str) -> Option<Box<dyn Runner>> {
         "system" => Box::new(System),
         "bytesmut" => Box::new(Bytes),
         "mimalloc" => Box::new(Mimalloc),
+        "mimalloc-nothp" => Box::new(MimallocNoThp),
         "jemalloc" => Box::new(Jemalloc),
         "floor" => Box::new(Floor),
         "floor-wide" => Box::new(FloorWide::new(Floor)),

@@ -16,9 +16,18 @@ pub const ALL: [&str; 8] =
 /// References run only when asked for (`--impl`): an allocator whose
 /// buffers are carried in handles as large as arenabuf's, or of 32 bytes
 /// (see [`Wide`]), `floor` with its blocks packed (see [`FloorPacked`]), and
-/// arenabuf with every chunk on huge pages (see [`Arenabuf`]).
-pub const EXTRA: [&str; 7] =
-    ["floor-wide", "mimalloc-wide", "floor-w32", "mimalloc-w32", "floor-packed", "floor-packed-wide", "arenabuf-huge"];
+/// the two page policies swapped: arenabuf with every chunk on huge pages
+/// (see [`Arenabuf`]), mimalloc on base pages (see [`MimallocNoThp`]).
+pub const EXTRA: [&str; 8] = [
+    "floor-wide",
+    "mimalloc-wide",
+    "floor-w32",
+    "mimalloc-w32",
+    "floor-packed",
+    "floor-packed-wide",
+    "arenabuf-huge",
+    "mimalloc-nothp",
+];
 
 /// Whether `name` is one of arenabuf's own configurations.
 pub fn is_arenabuf(name: &str) -> bool {
@@ -185,9 +194,10 @@ impl BufAlloc for Bytes {
 pub struct RawBuf(usize);
 
 /// A C allocator called directly, not as the global allocator: `$malloc` /
-/// `$free`, and `$trim` to give memory back.
+/// `$free`, `$trim` to give memory back, and the workloads it runs (every
+/// one unless `$runs`, a function of the workload, says otherwise).
 macro_rules! c_allocator {
-    ($(#[$doc:meta])* $name:ident, $malloc:path, $free:path, $trim:expr) => {
+    ($(#[$doc:meta])* $name:ident, $malloc:path, $free:path, $trim:expr $(, runs: $runs:expr)?) => {
         $(#[$doc])*
         pub struct $name;
 
@@ -216,6 +226,12 @@ macro_rules! c_allocator {
             fn trim(&self) {
                 $trim
             }
+
+            $(
+                fn runs(&self, workload: crate::harness::Workload) -> bool {
+                    $runs(workload)
+                }
+            )?
         }
     };
 }
@@ -227,6 +243,58 @@ c_allocator!(
     libmimalloc_sys::mi_free,
     // SAFETY: mi_collect has no preconditions.
     unsafe { libmimalloc_sys::mi_collect(true) }
+);
+
+/// How much address space [`mimalloc_nothp_heap`]'s arena reserves: what
+/// one mimalloc arena can hold (16 GiB, less room for its own metadata),
+/// more than `window` at 1 MiB keeps live (8 GiB, most of it never
+/// touched). Reserved, not committed: mimalloc maps it without access and
+/// commits what it uses.
+const NOTHP_ARENA_BYTES: usize = 15 << 30;
+
+/// The heap `mimalloc-nothp` allocates from: mimalloc's own, in an arena of
+/// its own reserved without huge pages (`allow_large` false), which only
+/// this heap uses (`exclusive`). A mimalloc 3 heap serves any thread.
+fn mimalloc_nothp_heap() -> *mut libmimalloc_sys::mi_heap_t {
+    static HEAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let heap = *HEAP.get_or_init(|| {
+        let mut arena: libmimalloc_sys::mi_arena_id_t = std::ptr::null_mut();
+        // SAFETY: `arena` is a valid place for the new arena's id.
+        let err =
+            unsafe { libmimalloc_sys::mi_reserve_os_memory_ex(NOTHP_ARENA_BYTES, false, false, true, &mut arena) };
+        assert_eq!(err, 0, "mimalloc-nothp: reserving its arena failed");
+        // SAFETY: `arena` was just reserved, and stays for the process.
+        let heap = unsafe { libmimalloc_sys::mi_heap_new_in_arena(arena) };
+        assert!(!heap.is_null(), "mimalloc-nothp: no heap");
+        heap as usize
+    });
+    heap as *mut libmimalloc_sys::mi_heap_t
+}
+
+/// `mi_heap_malloc` on [`mimalloc_nothp_heap`].
+///
+/// # Safety
+///
+/// None beyond `malloc`'s: the block is freed with `mi_free` once.
+unsafe fn mimalloc_nothp_malloc(size: usize) -> *mut c_void {
+    // SAFETY: a heap of mimalloc's, alive for the process.
+    unsafe { libmimalloc_sys::mi_heap_malloc(mimalloc_nothp_heap(), size) }
+}
+
+c_allocator!(
+    /// mimalloc on base pages: `mi_heap_malloc` on a heap whose arena was
+    /// reserved without huge pages, and `mi_free`. mimalloc's default
+    /// (`mimalloc`) advises its arenas with `MADV_HUGEPAGE` when the
+    /// kernel's THP setting is `madvise`, as on this machine, so that every
+    /// block it hands out sits on 2 MiB pages; this reference shows what
+    /// that page policy is worth to it, next to `arenabuf-huge`. It does not
+    /// run `window-mt`, whose two windows at 1 MiB would not fit its arena.
+    MimallocNoThp,
+    mimalloc_nothp_malloc,
+    libmimalloc_sys::mi_free,
+    // SAFETY: a heap of mimalloc's, alive for the process.
+    unsafe { libmimalloc_sys::mi_heap_collect(mimalloc_nothp_heap(), true) },
+    runs: |workload| workload != crate::harness::Workload::WindowMt
 );
 
 c_allocator!(

@@ -8,9 +8,10 @@
 //!   lists are comma-separated or the flag repeated. Every implementation
 //!   runs unless `--impl` names some; the references `floor-wide`,
 //!   `mimalloc-wide`, `floor-w32` and `mimalloc-w32` (see `impls::Wide`),
-//!   `floor-packed` and `floor-packed-wide` (see `impls::FloorPacked`), and
-//!   `arenabuf-huge` (every chunk on huge pages, see `impls::Arenabuf`) run
-//!   only when named.
+//!   `floor-packed` and `floor-packed-wide` (see `impls::FloorPacked`),
+//!   `arenabuf-huge` (every chunk on huge pages, see `impls::Arenabuf`) and
+//!   `mimalloc-nothp` (mimalloc on base pages, see `impls::MimallocNoThp`)
+//!   run only when named.
 //! * `arenabuf classes`, `arenabuf demo`: the size-class table, a pool walk.
 //! * `arenabuf stats [--svg FILE]`: a mixed workload, `dump_stats()`, and a
 //!   picture of every chunk.
