@@ -945,10 +945,14 @@ impl ByteBuf {
     #[inline]
     fn bytes_mut(&mut self, start: usize, end: usize) -> &mut [u8] {
         debug_assert!(start <= end && end <= self.capacity());
-        if start < self.frozen() && start < end {
-            self.unfreeze();
+        // Whether `start..end` holds any byte at all is asked on the cold
+        // side: tested here next to `frozen`, the hot loop's `as_mut_slice`
+        // built that test's known answer in a register and tested it, three
+        // more instructions per buffer (callgrind).
+        if start < self.frozen() {
+            self.unfreeze(start, end);
         }
-        // No view sees `start..end` (it is at or above `frozen`, or
+        // No view sees `start..end` (it is empty, at or above `frozen`, or
         // `unfreeze` moved the part to a region nobody else holds), no other
         // part touches this window, and `&mut self` makes the access unique
         // among this part's own borrows.
@@ -956,10 +960,15 @@ impl ByteBuf {
         unsafe { std::slice::from_raw_parts_mut(self.ptr().as_ptr().add(start), end - start) }
     }
 
-    /// Makes the whole capacity writable again: takes the region back when
-    /// no other holder is left, else moves to a fresh region.
+    /// Before an access to bytes `start..end`, which start below `frozen`:
+    /// unless they are none, makes the whole capacity writable again, by
+    /// taking the region back when no other holder is left, else by moving
+    /// to a fresh region.
     #[cold]
-    fn unfreeze(&mut self) {
+    fn unfreeze(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
         self.reclaim();
         if self.frozen() > 0 {
             let capacity = self.capacity();
@@ -2296,6 +2305,22 @@ mod tests {
         assert_eq!(view.clone().into_bytes(), &b"bc"[..]);
         drop(view);
         assert_eq!(active(&alloc), 0);
+    }
+
+    #[test]
+    fn a_mutable_borrow_moves_only_when_it_holds_viewed_bytes() {
+        let alloc = uncached_pool();
+        let mut buf = alloc.heap_buffer(16);
+        buf.write_bytes(b"abcd");
+        let view = buf.slice(..);
+        buf.set_reader_index(2);
+        buf.set_writer_index(2);
+        let addr = buf.memory_address();
+        assert!(buf.readable_mut().is_empty(), "no bytes: nothing to move for");
+        assert_eq!(buf.memory_address(), addr);
+        buf.as_mut_slice()[0] = b'A'; // over the viewed bytes: copy on write (of the bytes below the writer index)
+        assert_ne!(buf.memory_address(), addr);
+        assert_eq!((&view[..], &buf.as_slice()[..2]), (&b"abcd"[..], &b"Ab"[..]));
     }
 
     #[test]
