@@ -97,14 +97,16 @@ pub enum HugePages {
     Dense,
     /// Every chunk takes huge pages.
     ///
-    /// Worth it only when buffers of every size are used densely: a 1 MiB
-    /// buffer holding a short message makes a whole 2 MiB page resident
-    /// (8 GiB instead of 64 MiB in `window` at 1 MiB, which touches two
-    /// pages of each buffer). Where they are, it pays: `window` with mixed
-    /// sizes up to 128 KiB (about 120 MiB live) took 50 - 55 ns per buffer
-    /// against 76 - 83 with [`Dense`](Self::Dense), mostly from faults (new
-    /// pages of old chunks keep being touched for the first time as runs
-    /// are cut anew: 900 faults per 400,000 buffers) and TLB misses.
+    /// Worth it only when buffers of every size are used densely: a buffer
+    /// holding a short message makes whole 2 MiB pages resident. In
+    /// `window`, which writes 8 bytes at each end of every buffer, a
+    /// process's peak RSS at 1 MiB was 8.5 GB instead of 184 MB, and at
+    /// 64 KiB 535 MB instead of 77 MB (BENCHMARKS.md, session 16).
+    /// Where they are, it pays: `window` with mixed sizes up to 128 KiB
+    /// (about 120 MiB asked) took 36 ns per buffer against 53 with
+    /// [`Dense`](Self::Dense), at 166 MB against 64 MB, mostly from TLB
+    /// misses. mimalloc runs this way by default when the kernel's THP
+    /// setting is `madvise`.
     All,
 }
 
