@@ -145,33 +145,15 @@ impl Arena {
 
     /// Allocates a region of size class `size_idx` (small or normal).
     pub(crate) fn allocate(&self, size_idx: usize) -> Result<PooledRegion, AllocError> {
-        let classes = &*self.classes;
-        if classes.is_small(size_idx) {
-            return self.allocate_small_batch(size_idx, 0, |_| {});
-        }
-        let mut guard = lock(&self.state);
-        let state = &mut *guard;
-        let pages = (classes.size_of(size_idx) >> classes.page_shift()) as u32;
-        let request = classes.size_of(size_idx);
-        // A free run of the request's own class first, in any chunk: a run
-        // freed by a buffer of the class is taken whole again, with the
-        // pages its last user touched, rather than cut anew from some
-        // chunk's larger free space (see the `chunk` module).
-        let in_class = Self::allocate_in_listed(state, request, false, |c| c.allocate_run_in_class(classes, pages));
-        let (chunk, handle) = match in_class {
-            Some(got) => got,
-            None => self.allocate_in_lists(state, request, false, |c| c.allocate_run(classes, pages))?,
-        };
-        Ok(Self::handed_out(classes, state, size_idx, chunk, handle))
+        self.allocate_batch(size_idx, 0, |_| {})
     }
 
-    /// Allocates a region of small class `size_idx` (from a new chunk if
-    /// none has room; [`allocate`](Self::allocate) asks for no more), then,
-    /// under the same lock, up to
-    /// `extra` more of the class for a thread cache to keep, each given to
-    /// `keep` (which must take it: it is the caller's from then on). The
-    /// extra regions come from the subpages and chunks the arena has: a
-    /// cache's fill never adds a chunk.
+    /// Allocates a region of class `size_idx` (from a new chunk if none has
+    /// room; [`allocate`](Self::allocate) asks for no more), then, under
+    /// the same lock, up to `extra` more of the class for a thread cache to
+    /// keep, each given to `keep` (which must take it: it is the caller's
+    /// from then on). The extra regions come from the subpages and chunks
+    /// the arena has: a cache's fill never adds a chunk.
     ///
     /// A miss cost about 580 instructions from the buffer call to the arena
     /// and back (`window` 4 KiB, callgrind), against about 135 for each
@@ -179,24 +161,65 @@ impl Arena {
     /// spread over its batch of 16): a thread that starts to hold many
     /// buffers of a class (a window filling, a burst of connections) takes
     /// them in batches, as jemalloc's thread caches fill.
-    pub(crate) fn allocate_small_batch(
+    pub(crate) fn allocate_batch(
         &self,
         size_idx: usize,
         extra: usize,
         mut keep: impl FnMut(PooledRegion),
     ) -> Result<PooledRegion, AllocError> {
         let classes = &*self.classes;
-        debug_assert!(classes.is_small(size_idx));
         let mut guard = lock(&self.state);
         let state = &mut *guard;
-        let (chunk, handle) = self.allocate_small(state, size_idx, true)?.expect("may add a chunk");
+        let (chunk, handle) = self.allocate_region(state, size_idx, true)?.expect("may add a chunk");
         let first = Self::handed_out(classes, state, size_idx, chunk, handle);
         for _ in 0..extra {
             // An error cannot come without a new chunk.
-            let Ok(Some((chunk, handle))) = self.allocate_small(state, size_idx, false) else { break };
+            let Ok(Some((chunk, handle))) = self.allocate_region(state, size_idx, false) else { break };
             keep(Self::handed_out(classes, state, size_idx, chunk, handle));
         }
         Ok(first)
+    }
+
+    /// A region of class `size_idx`, from a new chunk only when
+    /// `may_add_chunk` (else `None` when no chunk has room).
+    fn allocate_region(
+        &self,
+        state: &mut ArenaState,
+        size_idx: usize,
+        may_add_chunk: bool,
+    ) -> Result<Option<(u32, Handle)>, AllocError> {
+        if self.classes.is_small(size_idx) {
+            self.allocate_small(state, size_idx, may_add_chunk)
+        } else {
+            self.allocate_normal(state, size_idx, may_add_chunk)
+        }
+    }
+
+    /// A run of normal class `size_idx`, from a new chunk only when
+    /// `may_add_chunk`.
+    fn allocate_normal(
+        &self,
+        state: &mut ArenaState,
+        size_idx: usize,
+        may_add_chunk: bool,
+    ) -> Result<Option<(u32, Handle)>, AllocError> {
+        let classes = &*self.classes;
+        let request = classes.size_of(size_idx);
+        let pages = (request >> classes.page_shift()) as u32;
+        // A free run of the request's own class first, in any chunk: a run
+        // freed by a buffer of the class is taken whole again, with the
+        // pages its last user touched, rather than cut anew from some
+        // chunk's larger free space (see the `chunk` module).
+        if let Some(got) = Self::allocate_in_listed(state, request, false, |c| c.allocate_run_in_class(classes, pages))
+        {
+            return Ok(Some(got));
+        }
+        let fit = |c: &mut Chunk| c.allocate_run(classes, pages);
+        if may_add_chunk {
+            self.allocate_in_lists(state, request, false, fit).map(Some)
+        } else {
+            Ok(Self::allocate_in_listed(state, request, false, fit))
+        }
     }
 
     /// Counts region `handle` of `chunk` (class `size_idx`) as handed out
@@ -579,7 +602,7 @@ mod tests {
         let classes = crate::test_config::classes();
         let idx = classes.index_of(4096).unwrap();
         let mut regions = Vec::new();
-        let first = a.allocate_small_batch(idx, usize::MAX, |r| regions.push(r)).unwrap();
+        let first = a.allocate_batch(idx, usize::MAX, |r| regions.push(r)).unwrap();
         // The chunk the first region needed, and every element of the
         // subpages it could cut.
         assert!(regions.iter().all(|r| r.chunk == first.chunk && r.size_idx == idx as u32));
@@ -608,11 +631,38 @@ mod tests {
         // Nothing left: the next batch's first region takes a new chunk, and
         // the batch takes no more than it is asked for.
         let before = regions.len();
-        let second = a.allocate_small_batch(idx, 3, |r| regions.push(r)).unwrap();
+        let second = a.allocate_batch(idx, 3, |r| regions.push(r)).unwrap();
         assert_ne!(second.chunk, first.chunk);
         assert_eq!(regions.len(), before + 3);
         assert_eq!(a.counts().pooled.small_allocations, regions.len() as u64 + 2);
         for r in regions.iter().chain([&first, &second]) {
+            a.free(r.chunk, r.handle, idx);
+        }
+        assert_eq!(a.counts().pooled.active_bytes, 0);
+    }
+
+    #[test]
+    fn a_batch_of_runs_takes_what_the_listed_chunks_have_and_adds_no_chunk_for_it() {
+        let a = arena(MemoryKind::Heap, None);
+        let size = 64 << 10;
+        let idx = a.size_classes().index_of(size).unwrap();
+        let per_chunk = a.size_classes().chunk_size() / size;
+        let mut regions = Vec::new();
+        let first = a.allocate_batch(idx, usize::MAX, |r| regions.push(r)).unwrap();
+        assert_eq!(regions.len() + 1, per_chunk, "every run of the chunk the first one needed");
+        assert!(regions.iter().all(|r| r.chunk == first.chunk && r.size_idx == idx as u32));
+        let mut addrs: Vec<NonNull<u8>> = regions.iter().map(|r| r.ptr).chain([first.ptr]).collect();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), per_chunk, "every run apart");
+        let c = a.counts();
+        assert_eq!((c.chunks, c.pooled.normal_allocations), (1, per_chunk as u64));
+        // A run freed in the full chunk serves the next batch's first region
+        // whole; its extras find no room and add no chunk.
+        a.free(first.chunk, first.handle, idx);
+        let again = a.allocate_batch(idx, 3, |r| regions.push(r)).unwrap();
+        assert_eq!((again.ptr, regions.len() + 1, a.counts().chunks), (first.ptr, per_chunk, 1));
+        for r in regions.iter().chain([&again]) {
             a.free(r.chunk, r.handle, idx);
         }
         assert_eq!(a.counts().pooled.active_bytes, 0);
@@ -628,7 +678,7 @@ mod tests {
         // run (so that the pool holds a subpage of the class), then all of a
         // middle run, which retires and frees that run between live ones.
         let mut regions = Vec::new();
-        let first = a.allocate_small_batch(idx, usize::MAX, |r| regions.push(r)).unwrap();
+        let first = a.allocate_batch(idx, usize::MAX, |r| regions.push(r)).unwrap();
         regions.push(first);
         let mut runs: Vec<u32> = regions.iter().map(|r| r.handle.run_offset()).collect();
         runs.sort_unstable();
@@ -645,7 +695,7 @@ mod tests {
         // The pool's element and a whole run again, from the same chunk:
         // the freed run is found for its class.
         let mut again = Vec::new();
-        let r = a.allocate_small_batch(idx, per_run, |r| again.push(r)).unwrap();
+        let r = a.allocate_batch(idx, per_run, |r| again.push(r)).unwrap();
         again.push(r);
         assert_eq!(again.len(), per_run + 1);
         assert!(again.iter().all(|r| r.chunk == first.chunk));
@@ -992,7 +1042,7 @@ mod tests {
                         let idx = classes.index_of(size).unwrap();
                         prop_assert!(classes.is_small(idx));
                         let mut regions = Vec::new();
-                        let first = a.allocate_small_batch(idx, extra, |r| regions.push(r)).unwrap();
+                        let first = a.allocate_batch(idx, extra, |r| regions.push(r)).unwrap();
                         prop_assert!(regions.len() <= extra);
                         for r in std::iter::once(first).chain(regions) {
                             pattern = pattern.wrapping_add(1);

@@ -346,8 +346,12 @@ impl Builder {
         /// growing in number (a window filling, a burst of connections)
         /// pays the arena's way once per batch, and a thread with a few
         /// buffers of a class takes a few. Regions a thread leaves unused
-        /// go back at its cache's next trim. 0 (or any value up to the class
-        /// size) takes one region per miss, as Netty does. Allowed: any.
+        /// go back at its cache's next trim. A normal class's misses take
+        /// growing batches of its runs too, bounded by half its stack alone
+        /// (64 KiB holds at most two runs, and a run left unused in a stack
+        /// keeps no page resident that it did not already). 0 takes one
+        /// region per miss for every class, as Netty does, and any value up
+        /// to a small class's size one region of that class. Allowed: any.
         ///
         /// # Examples
         ///
@@ -358,6 +362,9 @@ impl Builder {
         /// assert_eq!(allocations(), 7); // three misses took 1, 2 and 4 regions
         /// let next = alloc.heap_buffer(4096); // and the next one 8
         /// assert_eq!(allocations(), 15);
+        ///
+        /// let runs: Vec<_> = (0..3).map(|_| alloc.heap_buffer(64 << 10)).collect();
+        /// assert_eq!(allocations(), 15 + 3); // two misses took 1 and 2 runs
         ///
         /// let one = arenabuf::PooledAllocator::builder().heap_arenas(1).cache_fill_bytes(0).build()?;
         /// let bufs: Vec<_> = (0..8).map(|_| one.heap_buffer(4096)).collect();

@@ -98,14 +98,26 @@ const OUTBOX_BYTES: u64 = 1 << 20;
 const REMOTE_QUEUE_BYTES: u64 = 4 << 20;
 /// With a time-based trim, the clock is checked every this many lookups.
 const CLOCK_CHECK_EVERY: u32 = 256;
-/// The most regions a miss of a cached small class of `class_size` bytes
-/// takes from the arena for a stack of `capacity`, the one it serves
-/// included: what fits in `fill_bytes` ([`Builder::cache_fill_bytes`]), at
-/// most half the capacity, as jemalloc's caches fill; at least one.
+/// The most regions a miss of a cached class of `class_size` bytes takes
+/// from the arena for a stack of `capacity`, the one it serves included: at
+/// most half the capacity, as jemalloc's caches fill, and for a `small`
+/// class what fits in `fill_bytes` ([`Builder::cache_fill_bytes`]); one
+/// when `fill_bytes` is 0; at least one.
+///
+/// A normal class is not bound by `fill_bytes`: 64 KiB holds at most two
+/// of its runs, and a run that stays in a stack unused keeps no page
+/// resident that it did not already. Filled by half its stack, `window` at
+/// 64 KiB (a stack of 16) took 31.0 ns per buffer against 37.4 one run per
+/// miss, and 220 instructions against 240 (BENCHMARKS.md, session 16).
 ///
 /// [`Builder::cache_fill_bytes`]: crate::Builder::cache_fill_bytes
-fn most_filled(capacity: u32, class_size: usize, fill_bytes: usize) -> usize {
-    (capacity as usize / 2).min(fill_bytes / class_size).max(1)
+fn most_filled(capacity: u32, class_size: usize, fill_bytes: usize, small: bool) -> usize {
+    let budget = match (fill_bytes, small) {
+        (0, _) => 1,
+        (_, true) => fill_bytes / class_size,
+        (_, false) => usize::MAX,
+    };
+    (capacity as usize / 2).min(budget).max(1)
 }
 
 /// A region on its way back to a cache from another thread: the image a
@@ -1917,8 +1929,8 @@ impl ThreadCache {
         let arena = self.kinds[k].arena().expect("checked above");
         let classes = arena.size_classes();
         let stack = self.kinds[k].stack(idx);
-        let extra = if lookup && classes.is_small(idx) {
-            let most = most_filled(stack.capacity, classes.size_of(idx), self.fill_bytes);
+        let extra = if lookup {
+            let most = most_filled(stack.capacity, classes.size_of(idx), self.fill_bytes, classes.is_small(idx));
             let take = usize::from(stack.fill.get()).min(most);
             // `most` is at most half of a capacity that fits a u16 (MAX_CACHE_SIZE).
             stack.fill.set((2 * take).min(most) as u16);
@@ -1932,7 +1944,7 @@ impl ThreadCache {
         let region = if extra > 0 {
             let (shared, mut kept) = (self.shared, 0);
             let region = self.shared().pool.within_limit(|| {
-                arena.allocate_small_batch(idx, extra, |extra| {
+                arena.allocate_batch(idx, extra, |extra| {
                     let pushed = stack.push(CachedRegion::of(kind, extra.ptr, extra.chunk, extra.size_idx, shared));
                     debug_assert!(pushed, "a stack with room takes a push");
                     kept += 1;
@@ -2634,9 +2646,13 @@ mod tests {
             (filling_heap_arena().small_cache_size(8), 256, vec![1, 2, 4, 4]),
             (filling_heap_arena().cache_fill_bytes(0), 256, vec![1, 1, 1]),
             (filling_heap_arena().cache_fill_bytes(100), 256, vec![1, 1, 1]),
-            // 64 KiB holds two 28 KiB regions; a normal class takes one.
+            // 64 KiB holds two 28 KiB regions.
             (filling_heap_arena(), 28 << 10, vec![1, 2, 2]),
-            (filling_heap_arena(), 64 << 10, vec![1, 1, 1]),
+            // A normal class is bound by half its stack alone (all in one
+            // chunk, also under Miri's 256 KiB chunks).
+            (filling_heap_arena().normal_cache_size(4), 32 << 10, vec![1, 2, 2]),
+            (filling_heap_arena(), 64 << 10, vec![1, 2]),
+            (filling_heap_arena().cache_fill_bytes(0), 64 << 10, vec![1, 1, 1]),
         ];
         for (builder, size, expected) in cases {
             let alloc = builder.build().unwrap();

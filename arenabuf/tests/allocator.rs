@@ -126,11 +126,13 @@ fn classes_above_the_cached_limit_keep_what_the_large_cache_budget_allows() {
     // 1 MiB of budget: 16 regions of 64 KiB, one of 1 MiB, none of 2 MiB.
     let alloc = PooledAllocator::builder().direct_arenas(1).build().unwrap();
     for (size, kept) in [(64 << 10, 16), (1 << 20, 1), (2 << 20, 0)] {
-        let before = direct_arena(&alloc).num_normal_deallocations();
+        let before = direct_arena(&alloc).num_active_allocations();
         let bufs: Vec<ByteBuf> = (0..20).map(|_| alloc.direct_buffer(size)).collect();
         drop(bufs);
-        let freed = direct_arena(&alloc).num_normal_deallocations() - before;
-        assert_eq!(freed, 20 - kept, "{size}-byte buffers: {kept} kept");
+        // With every buffer gone, what the arena still counts as handed out
+        // is what the cache keeps (its misses may have taken more than 20).
+        let held = direct_arena(&alloc).num_active_allocations() - before;
+        assert_eq!(held, kept, "{size}-byte buffers: {kept} kept");
     }
 }
 
