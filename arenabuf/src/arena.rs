@@ -669,6 +669,23 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_with_a_free_quarter_serves_a_quarter_chunk_request() {
+        let a = arena(MemoryKind::Heap, None);
+        let quarter = a.size_classes().chunk_size() / 4;
+        let idx = a.size_classes().index_of(quarter).unwrap();
+        let mut runs: Vec<PooledRegion> = (0..4).map(|_| a.allocate(idx).unwrap()).collect();
+        let freed = runs.swap_remove(1);
+        a.free(freed.chunk, freed.handle, idx);
+        // The chunk, now at 75 % usage, sits in q075, whose bound is exactly
+        // a quarter chunk (Netty's).
+        let again = a.allocate(idx).unwrap();
+        assert_eq!((again.ptr, a.counts().chunks), (freed.ptr, 1));
+        for r in runs.iter().chain([&again]) {
+            a.free(r.chunk, r.handle, idx);
+        }
+    }
+
+    #[test]
     fn a_subpage_run_freed_between_live_ones_serves_its_class_again() {
         let a = arena(MemoryKind::Heap, None);
         // 2 KiB elements: runs of 10 pages, three to a chunk even under Miri.

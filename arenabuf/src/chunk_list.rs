@@ -117,7 +117,11 @@ pub(crate) struct ChunkLists {
 
 impl ChunkLists {
     pub(crate) fn new(chunk_size: usize) -> ChunkLists {
-        let max_request = BANDS.map(|(min, _)| chunk_size / 100 * (100 - min as usize));
+        // Multiplied before the division, as Netty computes it: divided
+        // first, q075's bound fell short of a quarter chunk by up to 99
+        // bytes, and a chunk there with a free quarter (a freed 1 MiB run of
+        // a 4 MiB chunk) was never asked for a request of that size.
+        let max_request = BANDS.map(|(min, _)| chunk_size * (100 - min as usize) / 100);
         ChunkLists {
             slots: Vec::new(),
             free_slot: NONE,
@@ -420,7 +424,8 @@ mod tests {
     fn bands_follow_netty() {
         assert_eq!(BANDS, [(1, 25), (1, 50), (25, 75), (50, 100), (75, 100), (100, 100)]);
         let lists = ChunkLists::new(4 << 20);
-        assert_eq!(lists.max_request[QINIT], (4 << 20) / 100 * 99);
+        assert_eq!(lists.max_request[QINIT], (4 << 20) * 99 / 100);
+        assert_eq!(lists.max_request[Q075], 1 << 20, "a quarter chunk, exactly");
         assert_eq!(lists.max_request[Q100], 0);
     }
 
