@@ -256,15 +256,15 @@ const NOTHP_ARENA_BYTES: usize = 15 << 30;
 /// its own reserved without huge pages (`allow_large` false), which only
 /// this heap uses (`exclusive`). A mimalloc 3 heap serves any thread.
 fn mimalloc_nothp_heap() -> *mut libmimalloc_sys::mi_heap_t {
+    use libmimalloc_sys::{mi_arena_id_t, mi_heap_new_in_arena, mi_reserve_os_memory_ex};
     static HEAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let heap = *HEAP.get_or_init(|| {
-        let mut arena: libmimalloc_sys::mi_arena_id_t = std::ptr::null_mut();
+        let mut arena: mi_arena_id_t = std::ptr::null_mut();
         // SAFETY: `arena` is a valid place for the new arena's id.
-        let err =
-            unsafe { libmimalloc_sys::mi_reserve_os_memory_ex(NOTHP_ARENA_BYTES, false, false, true, &mut arena) };
+        let err = unsafe { mi_reserve_os_memory_ex(NOTHP_ARENA_BYTES, false, false, true, &mut arena) };
         assert_eq!(err, 0, "mimalloc-nothp: reserving its arena failed");
         // SAFETY: `arena` was just reserved, and stays for the process.
-        let heap = unsafe { libmimalloc_sys::mi_heap_new_in_arena(arena) };
+        let heap = unsafe { mi_heap_new_in_arena(arena) };
         assert!(!heap.is_null(), "mimalloc-nothp: no heap");
         heap as usize
     });
