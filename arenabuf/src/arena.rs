@@ -214,12 +214,7 @@ impl Arena {
         {
             return Ok(Some(got));
         }
-        let fit = |c: &mut Chunk| c.allocate_run(classes, pages);
-        if may_add_chunk {
-            self.allocate_in_lists(state, request, false, fit).map(Some)
-        } else {
-            Ok(Self::allocate_in_listed(state, request, false, fit))
-        }
+        self.allocate_in_lists(state, request, false, may_add_chunk, |c| c.allocate_run(classes, pages))
     }
 
     /// Counts region `handle` of `chunk` (class `size_idx`) as handed out
@@ -266,12 +261,9 @@ impl Arena {
         let turn = state.subpages_started[size_idx];
         let dense = self.is_dense(size_idx);
         let cut = |c: &mut Chunk| c.allocate_subpage(classes, size_idx, shape, turn);
-        let cut = if may_add_chunk {
-            Some(self.allocate_in_lists(state, request, dense, cut)?)
-        } else {
-            Self::allocate_in_listed(state, request, dense, cut)
+        let Some((chunk, page)) = self.allocate_in_lists(state, request, dense, may_add_chunk, cut)? else {
+            return Ok(None);
         };
-        let Some((chunk, page)) = cut else { return Ok(None) };
         state.subpages_started[size_idx] = state.subpages_started[size_idx].wrapping_add(1);
         let at = SubpageRef { chunk, page };
         let handle = state.lists.get_mut(chunk).allocate_element(page).expect("a new subpage has room");
@@ -312,28 +304,33 @@ impl Arena {
     }
 
     /// Runs `take` on the listed chunks that are dense or not as `dense`
-    /// says, in allocation order, or on a new such chunk when none can
-    /// serve `request` bytes. Where the direct-memory limit refuses a new
-    /// chunk, a chunk of the other kind serves if it can, so that keeping
-    /// the kinds apart never fails a request that one chunk could serve.
+    /// says, in allocation order, or, when none can serve `request` bytes
+    /// and `may_add_chunk`, on a new such chunk (else `None`). Where the
+    /// direct-memory limit refuses a new chunk, a chunk of the other kind
+    /// serves if it can, so that keeping the kinds apart never fails a
+    /// request that one chunk could serve.
     fn allocate_in_lists<T>(
         &self,
         state: &mut ArenaState,
         request: usize,
         dense: bool,
+        may_add_chunk: bool,
         mut take: impl FnMut(&mut Chunk) -> Option<T>,
-    ) -> Result<(u32, T), AllocError> {
+    ) -> Result<Option<(u32, T)>, AllocError> {
         if let Some(got) = Self::allocate_in_listed(state, request, dense, &mut take) {
-            return Ok(got);
+            return Ok(Some(got));
+        }
+        if !may_add_chunk {
+            return Ok(None);
         }
         let backing = self.backing_for(&state.lists, dense);
         let mut chunk = match Chunk::new(&self.classes, self.kind, self.limit.as_ref(), backing, dense) {
             Ok(chunk) => chunk,
-            Err(refused) => return state.lists.allocate(request, &mut take).ok_or(refused),
+            Err(refused) => return state.lists.allocate(request, &mut take).ok_or(refused).map(Some),
         };
         let got = take(&mut chunk).expect("a new chunk serves any request up to the chunk size");
         state.counters.chunks_created += 1;
-        Ok((state.lists.add(chunk), got))
+        Ok(Some((state.lists.add(chunk), got)))
     }
 
     /// Gives back a region that [`Arena::allocate`] handed out.
